@@ -1,0 +1,3 @@
+def handler(event):
+    """One-parameter handlers work too: the event comes back unchanged."""
+    return event

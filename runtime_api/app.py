@@ -1,0 +1,109 @@
+"""The HTTP service: routes, AWS-shaped error rendering, and the service's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import __version__
+from .config import Settings
+from .errors import LambdaServiceError, MethodNotAllowedException, ServiceException, UnknownOperationException
+from .events import EventQueue
+from .functions import FunctionRegistry
+from .invoke import invoke
+from .logs import get_logger
+from .service import Service
+
+log = get_logger("app")
+
+
+class RequestIdMiddleware:
+    """Every request gets the id that `x-amzn-RequestId` (and the invocation) will carry."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["request_id"] = str(uuid.uuid4())
+        await self.app(scope, receive, send)
+
+
+def _error_response(request: Request, error: LambdaServiceError) -> Response:
+    headers = {**error.headers(), "x-amzn-RequestId": request.state.request_id}
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LambdaServiceError)
+    return _error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: LambdaServiceError = MethodNotAllowedException(
+            f"{request.method} is not allowed on {request.url.path}"
+        )
+    else:
+        error = UnknownOperationException(f"No operation matches {request.method} {request.url.path}")
+    return _error_response(request, error)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("request.failed", path=request.url.path, request_id=request.state.request_id)
+    return _error_response(request, ServiceException("An internal error occurred; see the service log."))
+
+
+async def health(request: Request) -> Response:
+    service: Service = request.app.state.service
+    events: EventQueue = request.app.state.events
+    return JSONResponse(
+        {
+            "status": "healthy",
+            "version": __version__,
+            "functions": len(service.registry),
+            "pools": service.describe(),
+            "events": {"pending": events.pending, "delivered": events.delivered, "failed": events.failed},
+            "isolation": service.settings.isolation,
+            "network": "isolated: each sandbox reaches only its own Runtime API",
+        }
+    )
+
+
+def create_app(settings: Settings, registry: FunctionRegistry) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service = Service(settings, registry)
+        app.state.service = service
+        app.state.events = EventQueue(service, retry_delay=settings.event_retry_delay_seconds)
+        try:
+            await service.start()
+            yield
+        finally:
+            await app.state.events.drain(settings.shutdown_timeout_seconds)
+            await service.close()
+            log.info("service.stopped")
+
+    app = Starlette(
+        routes=[
+            Route("/2015-03-31/functions/{function_name:path}/invocations", invoke, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        exception_handlers={
+            LambdaServiceError: _service_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,181 @@
+"""`sandbox-runtime serve | invoke` (also `python -m runtime_api ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, Settings
+from .functions import FunctionRegistry, parse_function_name
+from .logs import configure_logging, get_logger
+from .template import TemplateError, load_template
+
+_COMMANDS = ("serve", "invoke")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-t", "--template", type=Path, help="SAM template (default: $SANDBOX_TEMPLATE)")
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="template parameter values, e.g. Stage=dev",
+    )
+    parser.add_argument(
+        "--strict-runtimes",
+        action="store_true",
+        default=None,
+        help="refuse python3.x functions whose exact interpreter is missing instead of using python3",
+    )
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="service log level"
+    )
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], help="service log format")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sandbox-runtime", description="Run AWS Lambda functions locally, each in its own sandbox."
+    )
+    parser.add_argument("--version", action="version", version=f"sandbox-runtime {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser(
+        "serve", help="serve the Lambda Invoke API for a SAM template (the default command)"
+    )
+    _common(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument("--pool-size", type=int, help="environments pre-started per function (default 2)")
+    serve.add_argument("--max-concurrency", type=int, help="environments per function at most (default 64)")
+    invoke = sub.add_parser("invoke", help="invoke one function once, like `sam local invoke`")
+    invoke.add_argument("function", help="function name or template logical id")
+    _common(invoke)
+    invoke.add_argument("-e", "--event", help="event JSON file, or - for standard input (default: {})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0] not in _COMMANDS and args_list[0] not in ("-h", "--help", "--version")):
+        args_list.insert(0, "serve")
+    args = build_parser().parse_args(args_list)
+    try:
+        if args.command == "invoke":
+            return _invoke(args)
+        return _serve(args)
+    except ConfigError as exc:
+        print(f"sandbox-runtime: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except TemplateError as exc:
+        print(f"sandbox-runtime: template error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides = {
+        "template": args.template,
+        "strict_runtimes": args.strict_runtimes,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+        **extra,
+    }
+    return Settings.load(overrides)
+
+
+def _registry(settings: Settings, args: argparse.Namespace) -> FunctionRegistry:
+    if settings.template is None:
+        raise TemplateError("no template given: pass --template PATH or set SANDBOX_TEMPLATE")
+    overrides = {}
+    for item in args.parameter_overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TemplateError(f"--parameter-overrides expects KEY=VALUE, got {item!r}")
+        overrides[key] = value
+    template = load_template(
+        settings.template,
+        parameter_overrides=overrides,
+        region=settings.region,
+        account_id=settings.account_id,
+    )
+    log = get_logger("template")
+    for logical_id, reason in template.skipped:
+        log.warning("template.skipped", resource=logical_id, reason=reason)
+    return FunctionRegistry(template.functions, region=settings.region, account_id=settings.account_id)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = _settings(
+        args, host=args.host, port=args.port, pool_size=args.pool_size, max_concurrency=args.max_concurrency
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    registry = _registry(settings, args)
+    config = uvicorn.Config(
+        create_app(settings, registry),
+        host=settings.host,
+        port=settings.port,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    settings = _settings(args, pool_size=0)
+    configure_logging(settings.log_level if args.log_level else "warning", settings.log_format)
+    registry = _registry(settings, args)
+    ref = parse_function_name(args.function)
+    function = registry.get(ref.name)
+    if function is None:
+        names = ", ".join(sorted(f.logical_id or f.name for f in registry)) or "none"
+        print(
+            f"sandbox-runtime: function {args.function!r} is not in {settings.template} (functions: {names})",
+            file=sys.stderr,
+        )
+        return 1
+    if args.event == "-":
+        payload = sys.stdin.buffer.read()
+    elif args.event:
+        payload = Path(args.event).read_bytes()
+    else:
+        payload = b"{}"
+    return asyncio.run(_invoke_once(settings, registry, function, payload))
+
+
+def _stderr_sink(function: Any, request_id: str | None, line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+async def _invoke_once(settings: Settings, registry: FunctionRegistry, function: Any, payload: bytes) -> int:
+    from .errors import LambdaServiceError
+    from .invocation import Invocation
+    from .service import Service
+
+    service = Service(settings, registry, log_sink=_stderr_sink)
+    await service.start(prestart=False)
+    try:
+        result = await service.invoke(Invocation(function=function, payload=payload.strip() or b"{}"))
+    except LambdaServiceError as exc:
+        print(f"sandbox-runtime: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await service.close()
+    sys.stdout.buffer.write(result.payload + b"\n")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,122 @@
+"""The one configuration object: defaults, overridden by SANDBOX_* variables, overridden by flags.
+
+Built once at start-up and passed down; nothing below reads os.environ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _uid_range(value: str) -> tuple[int, int]:
+    first, _, last = value.partition("-")
+    low, high = int(first), int(last or first)
+    if low <= 0 or high < low:
+        raise ValueError(f"expected FIRST-LAST with 0 < FIRST <= LAST, got {value!r}")
+    return low, high
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service. `env` names the variable that sets a field."""
+
+    host: str = field(default="127.0.0.1", metadata={"env": "SANDBOX_HOST"})
+    port: int = field(default=8000, metadata={"env": "SANDBOX_PORT"})
+    template: Path | None = field(default=None, metadata={"env": "SANDBOX_TEMPLATE"})
+    isolation: str = field(default="bwrap", metadata={"env": "SANDBOX_ISOLATION"})
+    # The original Sandbox Runtime's variables, same meaning.
+    cpu_quota: float = field(default=2.0, metadata={"env": "SANDBOX_CPU_QUOTA"})
+    memory_limit_kb: int = field(default=131072, metadata={"env": "SANDBOX_MEMORY_LIMIT"})
+    allow_network: bool = field(default=True, metadata={"env": "SANDBOX_ALLOW_NETWORK"})
+    timeout_seconds: int = field(default=300, metadata={"env": "SANDBOX_TIMEOUT_SECONDS"})
+    pool_size: int = field(default=2, metadata={"env": "SANDBOX_POOL_SIZE"})
+    # Execution model.
+    max_concurrency: int = field(default=64, metadata={"env": "SANDBOX_MAX_CONCURRENCY"})
+    queue_timeout_seconds: float = field(default=1.0, metadata={"env": "SANDBOX_QUEUE_TIMEOUT"})
+    keep_alive_seconds: float = field(default=600.0, metadata={"env": "SANDBOX_KEEP_ALIVE"})
+    init_timeout_seconds: float = field(default=10.0, metadata={"env": "SANDBOX_INIT_TIMEOUT"})
+    event_retry_delay_seconds: float = field(default=1.0, metadata={"env": "SANDBOX_EVENT_RETRY_DELAY"})
+    shutdown_timeout_seconds: float = field(default=30.0, metadata={"env": "SANDBOX_SHUTDOWN_TIMEOUT"})
+    strict_runtimes: bool = field(default=False, metadata={"env": "SANDBOX_STRICT_RUNTIMES"})
+    uid_range: tuple[int, int] = field(default=(200000, 265535), metadata={"env": "SANDBOX_UID_RANGE"})
+    state_dir: Path | None = field(default=None, metadata={"env": "SANDBOX_STATE_DIR"})
+    # AWS identity the service presents.
+    region: str = field(default="us-east-1", metadata={"env": "SANDBOX_REGION"})
+    account_id: str = field(default="123456789012", metadata={"env": "SANDBOX_ACCOUNT_ID"})
+    # Logging.
+    log_level: str = field(default="info", metadata={"env": "SANDBOX_LOG_LEVEL"})
+    log_format: str = field(default="auto", metadata={"env": "SANDBOX_LOG_FORMAT"})  # auto | json | console
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Defaults < environment < `overrides` (flags; None values mean "not given")."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name in environ:
+                try:
+                    values[f.name] = _convert(f, environ[name])
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {exc}") from None
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.isolation not in {"bwrap"}:
+            raise ConfigError(f"SANDBOX_ISOLATION: {self.isolation!r} is not available yet (use bwrap)")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1-65535, got {self.port}")
+        for name in ("pool_size", "max_concurrency"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        if self.max_concurrency < 1:
+            raise ConfigError("SANDBOX_MAX_CONCURRENCY must be at least 1")
+        if self.log_format not in {"auto", "json", "console"}:
+            raise ConfigError(f"SANDBOX_LOG_FORMAT must be auto, json or console, got {self.log_format!r}")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-able values (for /health and logs)."""
+        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "bool":
+        return _flag(raw)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "Path | None":
+        return Path(raw) if raw else None
+    if kind == "tuple[int, int]":
+        return _uid_range(raw)
+    return raw

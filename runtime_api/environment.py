@@ -1,0 +1,422 @@
+"""One execution environment: a sandbox running one bootstrap for one function version.
+
+    STARTING ──first /next──► READY ◄──/next after an answer── BUSY
+        │                       └──────── assign ─────────────►│
+        └── /init/error, crash, init timeout ──► FAILED         └── timeout, crash ──► STOPPED
+
+Every transition is a method here; the Runtime API routes only translate HTTP into these calls and
+the pool only assigns invocations to READY (or still STARTING) environments. An invocation is
+*pending* once assigned and *current* once the runtime has fetched it from /next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sandbox import Sandbox, SandboxSpec
+
+from .functions import FunctionSpec
+from .invocation import (
+    MAX_RESPONSE_BYTES,
+    Invocation,
+    InvocationResult,
+    LogTail,
+    exit_error,
+    report_line,
+    response_too_large_error,
+    sanitize_error_type,
+    timeout_error,
+)
+
+_MAX_LINE = 256 * 1024
+ERROR_CAUSE_CONTENT_TYPE = "application/vnd.aws.lambda.error.cause+json"
+
+LogSink = Callable[[FunctionSpec, "str | None", str], None]
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class RuntimeAPIError(Exception):
+    """An answer of the Runtime API other than success (rendered by `runtime`)."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_type, self.message = status, error_type, message
+
+
+def _invalid_request_id() -> RuntimeAPIError:
+    return RuntimeAPIError(400, "InvalidRequestID", "Invalid request ID")
+
+
+def _invalid_transition(current: str, wanted: str) -> RuntimeAPIError:
+    return RuntimeAPIError(
+        403,
+        "InvalidStateTransition",
+        f"State transition from {current} to {wanted} failed for runtime. Error: State transition is not allowed",
+    )
+
+
+class PoolHooks(Protocol):
+    def on_ready(self, env: Environment) -> None: ...
+    def on_stopped(self, env: Environment, undelivered: Invocation | None) -> None: ...
+
+
+class Backend(Protocol):
+    async def start(self, spec: SandboxSpec) -> Sandbox: ...
+
+
+class Environment:
+    def __init__(
+        self,
+        function: FunctionSpec,
+        spec: SandboxSpec,
+        *,
+        backend: Backend,
+        hooks: PoolHooks,
+        serve_runtime_api: Callable[[Environment, Any], Any],
+        log_sink: LogSink,
+        init_limit: float,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.function = function
+        self.state = State.STARTING
+        self.invocations = 0
+        self.created_at = time.monotonic()
+        self.idle_since = self.created_at
+        self.init_duration_ms: float | None = None
+        self.exit_status: int | None = None
+        self._spec = spec
+        self._backend = backend
+        self._hooks = hooks
+        self._serve = serve_runtime_api
+        self._sink = log_sink
+        self._init_limit = init_limit
+        self._loop = asyncio.get_running_loop()
+        self._sandbox: Sandbox | None = None
+        self._server: Any = None
+        self._pending: Invocation | None = None
+        self._current: Invocation | None = None
+        self._answered = False  # a /response or /error arrived for the current invocation
+        self._cold: Invocation | None = None  # the invocation that waited for this environment's init
+        self._started_at = 0.0  # perf_counter of the current invocation's START
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._init_timer: asyncio.TimerHandle | None = None
+        self._init_error: tuple[str, bytes] | None = None
+        self._init_timed_out = False
+        self._init_log = LogTail()
+        self._partial = b""
+        self._spawned_at = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._spawned_at = time.perf_counter()
+        self._sandbox = await self._backend.start(self._spec)
+        self._server = await self._serve(self, self._sandbox.listener)
+        self._loop.add_reader(self._sandbox.output_fd, self._read_output)
+        self._init_timer = self._loop.call_later(self._init_limit, self._on_init_timeout)
+        asyncio.get_running_loop().create_task(self._watch_exit())
+
+    def stop(self) -> None:
+        """Kill the sandbox; `_watch_exit` finishes the bookkeeping once it is gone."""
+        if self._sandbox is not None:
+            self._sandbox.kill()
+        elif self.state is not State.STOPPED:
+            self.state = State.STOPPED
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in (State.STOPPED, State.FAILED)
+
+    @property
+    def has_work(self) -> bool:
+        return self._pending is not None or self._current is not None
+
+    def assign(self, invocation: Invocation) -> None:
+        if self.has_work or self.state not in (State.STARTING, State.READY):
+            raise RuntimeError(f"environment {self.id} cannot take an invocation in state {self.state.value}")
+        self._pending = invocation
+        if self.state is State.STARTING:
+            self._cold = invocation
+        else:
+            self.state = State.BUSY
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- Runtime API ----------------------------------------------------------------------------
+
+    async def next_invocation(self) -> Invocation:
+        if self._init_error is not None or not self.alive:
+            raise _invalid_transition("InitError" if self._init_error else "Stopped", "Ready")
+        if self._current is not None and not self._answered:
+            return self._current  # /next again while running re-renders the same event, as RIE does
+        if self._current is not None:
+            self._current = None
+            if self._pending is None:
+                self._become_ready()
+        if self.init_duration_ms is None:
+            self.init_duration_ms = (time.perf_counter() - self._spawned_at) * 1000
+            if self._init_timer is not None:
+                self._init_timer.cancel()
+            if self._pending is None:
+                self._become_ready()
+        while self._pending is None:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+            if not self.alive:
+                raise _invalid_transition("Stopped", "Ready")
+        invocation, self._pending = self._pending, None
+        self._current, self._answered = invocation, False
+        self.state = State.BUSY
+        invocation.deadline_ms = int(time.time() * 1000) + self.function.timeout * 1000
+        self._begin(invocation)
+        self._timer = self._loop.call_later(self.function.timeout, self._on_timeout, invocation)
+        return invocation
+
+    def post_response(self, request_id: str, body: bytes, size: int) -> None:
+        invocation = self._answerable(request_id, "InvocationResponse")
+        if size > MAX_RESPONSE_BYTES:
+            self._finish(invocation, response_too_large_error(size), "Function.ResponseSizeTooLarge")
+            raise RuntimeAPIError(
+                413,
+                "RequestEntityTooLarge",
+                f"Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+            )
+        self._finish(invocation, body, None)
+
+    def post_error(
+        self, request_id: str, error_type: str | None, body: bytes, content_type: str | None
+    ) -> None:
+        invocation = self._answerable(request_id, "InvocationErrorResponse")
+        self._finish(invocation, _error_body(body, content_type), sanitize_error_type(error_type))
+
+    def post_invalid_response_mode(self, request_id: str) -> None:
+        invocation = self._answerable(request_id, "InvocationResponse")
+        self._finish(invocation, b"", "Runtime.InvalidResponseModeHeader")
+
+    def post_init_error(self, error_type: str | None, body: bytes, content_type: str | None) -> None:
+        if self.init_duration_ms is not None or self._init_error is not None or not self.alive:
+            raise _invalid_transition(
+                "Ready" if self.init_duration_ms is not None else "InitError", "InitError"
+            )
+        self._init_error = (sanitize_error_type(error_type), _error_body(body, content_type))
+        self.state = State.FAILED
+        # The runtime should exit now; make sure it does, once this 202 is on its way.
+        self._loop.call_soon(self.stop)
+
+    def _answerable(self, request_id: str, wanted: str) -> Invocation:
+        invocation = self._current
+        if invocation is None or request_id != invocation.request_id:
+            raise _invalid_request_id()
+        if self._answered:
+            raise _invalid_transition("RuntimeResponseSentState", wanted)
+        self._answered = True
+        return invocation
+
+    # -- invocations ----------------------------------------------------------------------------
+
+    def _become_ready(self) -> None:
+        self.state = State.READY
+        self.idle_since = time.monotonic()
+        self._hooks.on_ready(self)
+
+    def _begin(self, invocation: Invocation) -> None:
+        self._started_at = time.perf_counter()
+        if invocation is self._cold:
+            for line in self._init_log.tail().splitlines(keepends=True):
+                invocation.log.append(line)
+        self._platform_line(
+            invocation, f"START RequestId: {invocation.request_id} Version: {invocation.version}"
+        )
+
+    def _finish(
+        self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = ""
+    ) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._drain_output()
+        duration_ms = (time.perf_counter() - self._started_at) * 1000
+        if note:
+            self._platform_line(invocation, note)
+        peak = self._sandbox.memory_peak_bytes() if self._sandbox is not None else None
+        init_ms = self.init_duration_ms if invocation is self._cold else None
+        self._platform_line(invocation, f"END RequestId: {invocation.request_id}")
+        self._platform_line(
+            invocation,
+            report_line(
+                invocation.request_id,
+                duration_ms,
+                self.function.memory_size,
+                None if peak is None else -(-peak // (1024 * 1024)),
+                init_ms,
+            ),
+        )
+        self.invocations += 1
+        invocation.resolve(
+            InvocationResult(
+                payload=payload,
+                function_error="Unhandled" if error_type else None,
+                error_type=error_type,
+                log_tail=invocation.log.tail(),
+                duration_ms=duration_ms,
+                init_duration_ms=init_ms,
+            )
+        )
+
+    def _on_timeout(self, invocation: Invocation) -> None:
+        if invocation is not self._current or self._answered:
+            return
+        self._answered = True
+        timeout = self.function.timeout
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        note = f"{now} {invocation.request_id} Task timed out after {timeout:.2f} seconds"
+        self._finish(invocation, timeout_error(invocation.request_id, timeout), "Sandbox.Timedout", note=note)
+        self.stop()
+
+    def _on_init_timeout(self) -> None:
+        if self.init_duration_ms is None and self.alive:
+            self._init_timed_out = True
+            self.stop()
+
+    async def _watch_exit(self) -> None:
+        assert self._sandbox is not None
+        status = await self._sandbox.wait()
+        self.exit_status = status
+        self._drain_output()
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self._sandbox.output_fd)
+        for timer in (self._timer, self._init_timer):
+            if timer is not None:
+                timer.cancel()
+        if self._server is not None:
+            self._server.close()
+        initialised = self.init_duration_ms is not None
+        self.state = State.STOPPED if initialised and self._init_error is None else State.FAILED
+        current, self._current = self._current, None
+        if current is not None and not self._answered:
+            self._answered = True
+            self._finish(current, exit_error(current.request_id, status), "Runtime.ExitError")
+        undelivered, self._pending = self._pending, None
+        if undelivered is not None:
+            undelivered = self._settle_undelivered(undelivered, status, initialised)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self._hooks.on_stopped(self, undelivered)
+
+    def _settle_undelivered(
+        self, invocation: Invocation, status: int, initialised: bool
+    ) -> Invocation | None:
+        """An assigned invocation the runtime never fetched: answer it here, or hand it back to retry."""
+        if self._init_error is not None:
+            error_type, body = self._init_error
+            self._begin(invocation)
+            self._finish(invocation, body, error_type)
+        elif self._init_timed_out and invocation.suppressed_init:
+            self._begin(invocation)
+            self._finish(
+                invocation, timeout_error(invocation.request_id, self.function.timeout), "Sandbox.Timedout"
+            )
+        elif self._init_timed_out:
+            invocation.suppressed_init = True  # one more init, inside the invocation, as Lambda does
+            return invocation
+        elif not initialised:
+            self._begin(invocation)
+            self._finish(invocation, exit_error(invocation.request_id, status), "Runtime.ExitError")
+        else:
+            return invocation  # died between invocations: the work never started, run it elsewhere
+        return None
+
+    # -- logs -----------------------------------------------------------------------------------
+
+    def _platform_line(self, invocation: Invocation, line: str) -> None:
+        invocation.log.append(line.encode() + b"\n")
+        self._sink(self.function, invocation.request_id, line)
+
+    def _read_output(self) -> None:
+        assert self._sandbox is not None
+        try:
+            data = os.read(self._sandbox.output_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._sandbox.output_fd)
+            if self._partial:
+                self._emit(self._partial)
+                self._partial = b""
+            return
+        self._take(data)
+
+    def _drain_output(self) -> None:
+        if self._sandbox is None:
+            return
+        while True:
+            try:
+                data = os.read(self._sandbox.output_fd, 65536)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        data = self._partial + data
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            self._emit(line)
+        while len(self._partial) > _MAX_LINE:
+            self._emit(self._partial[:_MAX_LINE])
+            self._partial = self._partial[_MAX_LINE:]
+
+    def _emit(self, line: bytes) -> None:
+        invocation = self._current if self._current is not None and not self._answered else None
+        if invocation is not None:
+            invocation.log.append(line + b"\n")
+        else:
+            self._init_log.append(line + b"\n")
+        self._sink(
+            self.function, invocation.request_id if invocation else None, line.decode(errors="replace")
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "invocations": self.invocations,
+            "init_duration_ms": None if self.init_duration_ms is None else round(self.init_duration_ms, 2),
+            "uid": getattr(self._sandbox, "uid", None),
+        }
+
+
+def _error_body(body: bytes, content_type: str | None) -> bytes:
+    """RIE passes error bodies through, except the error-cause type, which it re-marshals without errorCause."""
+    if (content_type or "").split(";")[0].strip() != ERROR_CAUSE_CONTENT_TYPE:
+        return body
+    try:
+        parsed = json.loads(body)
+        return json.dumps(
+            {key: parsed.get(key) for key in ("errorMessage", "errorType", "stackTrace") if key in parsed}
+        ).encode()
+    except (ValueError, AttributeError):
+        return b'"Invalid error body"'

@@ -1,0 +1,140 @@
+"""The function registry: what a function is, and how names, ARNs and qualifiers find one."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+from .errors import InvalidParameterValueException, ResourceNotFoundException, ValidationException
+
+LATEST = "$LATEST"
+
+# The FunctionName pattern of the Invoke operation in the botocore model.
+_FUNCTION_NAME_PATTERN = (
+    r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?(\d{12}:)?"
+    r"(function:)?([a-zA-Z0-9-_\.]+)(:(\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9-_]+))?"
+)
+_FUNCTION_NAME_RE = re.compile(_FUNCTION_NAME_PATTERN)
+_ARN_RE = re.compile(
+    r"^arn:(?P<partition>aws[a-zA-Z-]*):lambda:(?P<region>[^:]+):(?P<account>\d{12}):function:"
+    r"(?P<name>[^:]+)(?::(?P<qualifier>[^:]+))?$"
+)
+_PARTIAL_ARN_RE = re.compile(r"^(?P<account>\d{12}):function:(?P<name>[^:]+)(?::(?P<qualifier>[^:]+))?$")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function as the service runs it: everything a sandbox and its bootstrap need.
+
+    Built by the template loader (and, later, by CreateFunction). Immutable: a new
+    configuration is a new spec.
+    """
+
+    name: str  # FunctionName (or the logical id when the template gives none)
+    handler: str | None  # "app.handler"; None for provided.* runtimes that ignore it
+    runtime: str  # "python3.12", "provided.al2023", ...
+    code_dir: Path  # absolute host path of CodeUri
+    logical_id: str | None = None  # the template resource id, also addressable
+    description: str = ""
+    timeout: int = 3  # seconds, 1..900
+    memory_size: int = 128  # MB, 128..10240
+    ephemeral_storage: int = 512  # MB of /tmp, 512..10240
+    environment: Mapping[str, str] = field(default_factory=dict)
+    architectures: tuple[str, ...] = ("x86_64",)
+    reserved_concurrency: int | None = None
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.name}"
+
+    def qualified_arn(self, qualifier: str = LATEST) -> str:
+        return f"{self.arn}:{qualifier}"
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """A parsed FunctionName path label: the name plus whatever the caller qualified it with."""
+
+    name: str
+    qualifier: str | None
+    region: str | None = None
+    account_id: str | None = None
+
+
+def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
+    """Parse a name, `name:qualifier`, partial ARN or full ARN, as the Invoke API accepts them."""
+    value = unquote(raw)
+    if not 1 <= len(value) <= 256 or not _FUNCTION_NAME_RE.fullmatch(value):
+        raise ValidationException(
+            f"1 validation error detected: Value '{value}' at 'functionName' failed to satisfy constraint: "
+            f"Member must satisfy regular expression pattern: {_FUNCTION_NAME_PATTERN}"
+        )
+    region = account = None
+    if match := _ARN_RE.match(value):
+        name, derived = match["name"], match["qualifier"]
+        region, account = match["region"], match["account"]
+    elif match := _PARTIAL_ARN_RE.match(value):
+        name, derived, account = match["name"], match["qualifier"], match["account"]
+    else:
+        name, _, derived = value.partition(":")
+        derived = derived or None
+    if qualifier is not None and derived is not None and qualifier != derived:
+        raise InvalidParameterValueException(
+            "The derived qualifier from the function name does not match the specified qualifier."
+        )
+    return FunctionRef(name=name, qualifier=qualifier or derived, region=region, account_id=account)
+
+
+class FunctionRegistry:
+    """Functions by name and by template logical id."""
+
+    def __init__(
+        self,
+        functions: Iterable[FunctionSpec] = (),
+        *,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+    ) -> None:
+        self.region = region
+        self.account_id = account_id
+        self._by_name: dict[str, FunctionSpec] = {}
+        self._by_logical_id: dict[str, FunctionSpec] = {}
+        for spec in functions:
+            self.add(spec)
+
+    def add(self, spec: FunctionSpec) -> None:
+        self._by_name[spec.name] = spec
+        if spec.logical_id:
+            self._by_logical_id[spec.logical_id] = spec
+
+    def __iter__(self):
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def get(self, name: str) -> FunctionSpec | None:
+        return self._by_name.get(name) or self._by_logical_id.get(name)
+
+    def resolve(self, ref: FunctionRef) -> tuple[FunctionSpec, str]:
+        """The function and the version a reference points at, or ResourceNotFoundException."""
+        qualifier = ref.qualifier or LATEST
+        unknown_arn = (
+            f"arn:aws:lambda:{ref.region or self.region}:{ref.account_id or self.account_id}:"
+            f"function:{ref.name}:{qualifier}"
+        )
+        if ref.region is not None and ref.region != self.region:
+            raise ResourceNotFoundException(
+                f"Functions from '{ref.region}' are not reachable in this region ('{self.region}')"
+            )
+        spec = self.get(ref.name) if len(ref.name) <= 64 else None
+        if spec is None or (ref.account_id is not None and ref.account_id != spec.account_id):
+            raise ResourceNotFoundException(f"Function not found: {unknown_arn}")
+        if qualifier != LATEST:
+            raise ResourceNotFoundException(f"Function not found: {spec.qualified_arn(qualifier)}")
+        return spec, LATEST

@@ -1,0 +1,76 @@
+"""The environment variables Lambda sets for a function (reference/runtime-api.md §4.7)."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+from .functions import LATEST, FunctionSpec
+from .runtimes import RuntimeLaunch
+
+# Customer variables may override these; every other reserved name is Lambda's alone.
+_OVERRIDABLE = {
+    "AWS_LAMBDA_LOG_FORMAT",
+    "AWS_LAMBDA_LOG_LEVEL",
+    "AWS_XRAY_CONTEXT_MISSING",
+    "AWS_XRAY_DAEMON_ADDRESS",
+    "LANG",
+    "LD_LIBRARY_PATH",
+    "PATH",
+    "TZ",
+}
+# Credentials a function sees: fixed dummies, never the host's (tests point boto3 at local endpoints).
+_DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "sandbox-runtime",
+    "AWS_ACCESS_KEY": "sandbox-runtime",
+    "AWS_SECRET_ACCESS_KEY": "sandbox-runtime",
+    "AWS_SESSION_TOKEN": "sandbox-runtime",
+}
+
+
+def function_environment(function: FunctionSpec, launch: RuntimeLaunch, *, region: str) -> dict[str, str]:
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y/%m/%d")
+    unreserved = {
+        "LANG": "en_US.UTF-8",
+        "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+        "LD_LIBRARY_PATH": (
+            "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
+        ),
+        "TZ": ":UTC",
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        "AWS_XRAY_DAEMON_ADDRESS": "169.254.79.129:2000",
+    }
+    reserved = {
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_LAMBDA_FUNCTION_NAME": function.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
+        "AWS_LAMBDA_FUNCTION_VERSION": LATEST,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": f"{today}/[{LATEST}]{uuid.uuid4().hex}",
+        "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
+        "LAMBDA_TASK_ROOT": "/var/task",
+        "LAMBDA_RUNTIME_DIR": "/var/runtime",
+        "_AWS_XRAY_DAEMON_ADDRESS": "169.254.79.129",
+        "_AWS_XRAY_DAEMON_PORT": "2000",
+        **_DUMMY_CREDENTIALS,
+    }
+    if function.handler:
+        reserved["_HANDLER"] = function.handler
+    if launch.execution_env:
+        reserved["AWS_EXECUTION_ENV"] = launch.execution_env
+    customer = {
+        key: value
+        for key, value in function.environment.items()
+        if key in _OVERRIDABLE or (key not in reserved and key not in unreserved)
+    }
+    return {**unreserved, **customer, **reserved}
+
+
+def dropped_variables(function: FunctionSpec) -> list[str]:
+    """Customer variables Lambda would not let the function set (they are reserved)."""
+    probe = function_environment(
+        function, RuntimeLaunch(function.runtime, (), "/", False), region="us-east-1"
+    )
+    return [key for key, value in function.environment.items() if probe.get(key) != value]

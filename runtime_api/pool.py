@@ -1,0 +1,189 @@
+"""The environments of one function version: warm reuse, cold starts up to a cap, queueing, throttling.
+
+An invocation goes to, in order: an idle READY environment (warm; the most recently used first, so
+the others age out), an environment still starting with nothing assigned (pre-started), a new
+environment (cold) while under the concurrency cap, or a short queue; past the queue timeout it is
+throttled with 429 TooManyRequestsException.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+from sandbox import SandboxError, UidExhausted
+
+from .environment import Environment, State
+from .errors import ServiceException, TooManyRequestsException
+from .functions import FunctionSpec
+from .invocation import Invocation, InvocationResult
+from .logs import get_logger
+
+log = get_logger("pool")
+
+EnvironmentFactory = Callable[["FunctionPool"], Environment]
+
+
+class FunctionPool:
+    def __init__(
+        self,
+        function: FunctionSpec,
+        new_environment: EnvironmentFactory,
+        *,
+        max_concurrency: int,
+        queue_timeout: float,
+        pool_size: int,
+        keep_alive: float,
+    ) -> None:
+        self.function = function
+        self._new_environment = new_environment
+        reserved = function.reserved_concurrency
+        self.reserved = reserved is not None
+        self.limit = reserved if reserved is not None else max_concurrency
+        self.queue_timeout = queue_timeout
+        self.pool_size = min(pool_size, self.limit)
+        self.keep_alive = keep_alive
+        self.environments: set[Environment] = set()
+        self._idle: list[Environment] = []  # READY with nothing assigned; last = most recently used
+        self._queue: deque[Invocation] = deque()
+        self._closing = False
+        self._init_failing = False  # stop pre-starting while init keeps failing
+        self.cold_starts = 0
+
+    # -- invoking -------------------------------------------------------------------------------
+
+    async def invoke(self, invocation: Invocation) -> InvocationResult:
+        self.dispatch(invocation)
+        return await invocation.future
+
+    def dispatch(self, invocation: Invocation) -> None:
+        if self._closing:
+            raise ServiceException("The service is shutting down.")
+        while self._idle:
+            env = self._idle.pop()
+            if env.alive and not env.has_work:
+                env.assign(invocation)
+                return
+        for env in self.environments:
+            if env.state is State.STARTING and not env.has_work:
+                env.assign(invocation)
+                return
+        if len(self.environments) < self.limit:
+            self._spawn(invocation)
+            return
+        if self.limit == 0 or self.queue_timeout <= 0:
+            raise self._throttled()
+        self._queue.append(invocation)
+        asyncio.get_running_loop().call_later(self.queue_timeout, self._expire, invocation)
+
+    def _throttled(self) -> TooManyRequestsException:
+        reason = (
+            "ReservedFunctionConcurrentInvocationLimitExceeded"
+            if self.reserved
+            else "ConcurrentInvocationLimitExceeded"
+        )
+        return TooManyRequestsException("Rate Exceeded.", reason=reason)
+
+    def _expire(self, invocation: Invocation) -> None:
+        if invocation in self._queue:
+            self._queue.remove(invocation)
+            if not invocation.future.done():
+                invocation.future.set_exception(self._throttled())
+
+    # -- environments ---------------------------------------------------------------------------
+
+    def prestart(self) -> None:
+        while not self._closing and not self._init_failing and len(self.environments) < self.pool_size:
+            self._spawn(None)
+
+    def _spawn(self, invocation: Invocation | None) -> None:
+        env = self._new_environment(self)
+        self.environments.add(env)
+        if invocation is not None:
+            self.cold_starts += 1
+            env.assign(invocation)
+        asyncio.get_running_loop().create_task(self._start(env, invocation))
+
+    async def _start(self, env: Environment, invocation: Invocation | None) -> None:
+        try:
+            await env.start()
+        except (SandboxError, UidExhausted, OSError) as exc:
+            log.error("environment.start_failed", function=self.function.name, error=str(exc))
+            env.state = State.FAILED
+            self.environments.discard(env)
+            if invocation is not None and not invocation.future.done():
+                error = (
+                    TooManyRequestsException("Rate Exceeded.", reason="ConcurrentInvocationLimitExceeded")
+                    if isinstance(exc, UidExhausted)
+                    else ServiceException(f"Could not start an execution environment: {exc}")
+                )
+                invocation.future.set_exception(error)
+            return
+        log.debug("environment.started", function=self.function.name, environment=env.id)
+
+    def on_ready(self, env: Environment) -> None:
+        self._init_failing = False
+        while self._queue:
+            invocation = self._queue.popleft()
+            if not invocation.future.done():
+                env.assign(invocation)
+                return
+        self._idle.append(env)
+
+    def on_stopped(self, env: Environment, undelivered: Invocation | None) -> None:
+        self.environments.discard(env)
+        if env in self._idle:
+            self._idle.remove(env)
+        if env.init_duration_ms is None:
+            self._init_failing = True
+        log.debug(
+            "environment.stopped", function=self.function.name, environment=env.id, status=env.exit_status,
+            state=env.state.value,
+        )  # fmt: skip
+        if self._closing:
+            if undelivered is not None and not undelivered.future.done():
+                undelivered.future.set_exception(ServiceException("The service is shutting down."))
+            return
+        if undelivered is not None and not undelivered.future.done():
+            try:
+                self.dispatch(undelivered)
+            except Exception as exc:
+                undelivered.future.set_exception(exc)
+        while self._queue and len(self.environments) < self.limit:
+            self._spawn(self._queue.popleft())
+        self.prestart()
+
+    def reap_idle(self) -> None:
+        """Stop environments idle for longer than the keep-alive, keeping `pool_size` warm."""
+        now = time.monotonic()
+        for env in list(self._idle):
+            if len(self.environments) <= self.pool_size:
+                return
+            if now - env.idle_since >= self.keep_alive:
+                self._idle.remove(env)
+                env.stop()
+
+    async def close(self) -> None:
+        self._closing = True
+        while self._queue:
+            invocation = self._queue.popleft()
+            if not invocation.future.done():
+                invocation.future.set_exception(ServiceException("The service is shutting down."))
+        for env in list(self.environments):
+            env.stop()
+        deadline = time.monotonic() + 5
+        while self.environments and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    def describe(self) -> dict[str, object]:
+        states: dict[str, int] = {}
+        for env in self.environments:
+            states[env.state.value] = states.get(env.state.value, 0) + 1
+        return {
+            "environments": states,
+            "queued": len(self._queue),
+            "concurrency_limit": self.limit,
+            "cold_starts": self.cold_starts,
+        }

@@ -1,0 +1,224 @@
+"""The execution core as one object: functions, their pools, the sandbox backend and the Runtime API.
+
+Used by the HTTP app (`app`) and by the one-shot `sandbox-runtime invoke`. It knows nothing of
+Starlette; the routes call `invoke` and render what comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sandbox import CodeStager, SandboxSpec, UidPool
+from sandbox.bwrap import BwrapBackend
+
+from .config import Settings
+from .environment import Environment, LogSink
+from .errors import InvalidRuntimeException
+from .functions import FunctionRegistry, FunctionSpec
+from .invocation import Invocation, InvocationResult
+from .lambda_env import function_environment
+from .logs import get_logger
+from .pool import FunctionPool
+from .runtime import RuntimeAPIServer
+from .runtimes import BOOTSTRAP_PACKAGE, RuntimeLaunch, RuntimeResolver, RuntimeUnavailable
+
+log = get_logger("service")
+function_log = get_logger("function")
+
+_BOOTSTRAP_SOURCE = Path(__file__).resolve().parent.parent / "bootstrap"
+
+
+def structlog_sink(function: FunctionSpec, request_id: str | None, line: str) -> None:
+    function_log.info(line, function=function.name, request_id=request_id)
+
+
+class Service:
+    def __init__(
+        self, settings: Settings, registry: FunctionRegistry, *, log_sink: LogSink = structlog_sink
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.log_sink = log_sink
+        self.resolver = RuntimeResolver(strict=settings.strict_runtimes)
+        self.pools: dict[str, FunctionPool] = {}
+        self.unavailable: dict[str, str] = {}  # function name -> why it cannot run
+        self._launches: dict[str, RuntimeLaunch] = {}
+        self._code: dict[str, Path] = {}
+        self._state_dir: Path | None = None
+        self._owns_state_dir = False
+        self._backend: BwrapBackend | None = None
+        self._runtime_api: RuntimeAPIServer | None = None
+        self._runtime_dir: Path | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- start and stop -------------------------------------------------------------------------
+
+    async def start(self, *, prestart: bool = True) -> None:
+        settings = self.settings
+        self._state_dir = self._make_state_dir()
+        stager = CodeStager(self._state_dir / "code")
+        uid_pool = None
+        if os.geteuid() == 0:
+            first, last = settings.uid_range
+            uid_pool = UidPool(first, last - first + 1)
+        else:
+            log.warning(
+                "sandbox.same_uid",
+                detail="not running as root: every sandbox runs as this user's uid, not a distinct uid each",
+            )
+        self._backend = BwrapBackend(uid_pool=uid_pool)
+        status = self._backend.status()
+        if not status.available:
+            raise RuntimeError(status.detail)
+        self._runtime_api = RuntimeAPIServer()
+        if settings.allow_network:
+            log.warning(
+                "sandbox.network_isolated",
+                detail="outbound network for sandboxes is not implemented yet: every sandbox reaches only its "
+                "own Runtime API (SANDBOX_ALLOW_NETWORK is ignored)",
+            )
+        for function in self.registry:
+            try:
+                launch = self.resolver.resolve(function.runtime)
+            except RuntimeUnavailable as exc:
+                if settings.strict_runtimes and function.runtime.startswith("python"):
+                    raise
+                self.unavailable[function.name] = str(exc)
+                log.warning("function.unavailable", function=function.name, reason=str(exc))
+                continue
+            self._launches[function.name] = launch
+            self._code[function.name] = await asyncio.to_thread(
+                stager.stage, function.code_dir, name=function.name
+            )
+            if not launch.uses_bootstrap and not os.access(self._code[function.name] / "bootstrap", os.X_OK):
+                log.warning(
+                    "function.no_bootstrap",
+                    function=function.name,
+                    detail=f"{function.runtime} runs the executable 'bootstrap' in CodeUri, which is missing",
+                )
+        for warning in self.resolver.warnings:
+            log.warning("runtime.fallback", detail=warning)
+        self._runtime_dir = await asyncio.to_thread(self._stage_bootstrap, stager)
+        for function in self.registry:
+            if function.name in self._launches:
+                self.pools[function.name] = self._make_pool(function)
+        if prestart:
+            for pool in self.pools.values():
+                pool.prestart()
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+        log.info(
+            "service.ready",
+            functions=len(self.pools),
+            unavailable=len(self.unavailable),
+            state_dir=str(self._state_dir),
+        )
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        if self._backend is not None:
+            await asyncio.to_thread(self._backend.close)
+        if self._owns_state_dir and self._state_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._state_dir, True)
+
+    def _make_state_dir(self) -> Path:
+        if self.settings.state_dir is not None:
+            path = self.settings.state_dir
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path = Path(tempfile.mkdtemp(prefix="sandbox-runtime-"))
+            self._owns_state_dir = True
+        # Sandbox uids must be able to traverse it to reach the staged code (never to list it).
+        os.chmod(path, 0o711)
+        return path
+
+    def _stage_bootstrap(self, stager: CodeStager) -> Path:
+        runtime_dir = stager.root.parent / "runtime"
+        if runtime_dir.exists():
+            shutil.rmtree(runtime_dir)
+        runtime_dir.mkdir(mode=0o755)
+        os.chmod(runtime_dir, 0o755)
+        package = runtime_dir / BOOTSTRAP_PACKAGE
+        shutil.copytree(_BOOTSTRAP_SOURCE, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for root, dirs, files in os.walk(runtime_dir):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o644)
+        # Byte-compile for each interpreter in use: the sandbox cannot write __pycache__ itself.
+        for interpreter in self.resolver.interpreters():
+            subprocess.run(
+                [str(interpreter), "-m", "compileall", "-q", str(package)],
+                check=False,
+                env={},
+                capture_output=True,
+            )
+        return runtime_dir
+
+    async def _reap_forever(self) -> None:
+        interval = max(1.0, min(30.0, self.settings.keep_alive_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            for pool in self.pools.values():
+                pool.reap_idle()
+
+    # -- pools and environments -----------------------------------------------------------------
+
+    def _make_pool(self, function: FunctionSpec) -> FunctionPool:
+        return FunctionPool(
+            function,
+            self._new_environment,
+            max_concurrency=self.settings.max_concurrency,
+            queue_timeout=self.settings.queue_timeout_seconds,
+            pool_size=self.settings.pool_size,
+            keep_alive=self.settings.keep_alive_seconds,
+        )
+
+    def _new_environment(self, pool: FunctionPool) -> Environment:
+        function = pool.function
+        launch = self._launches[function.name]
+        spec = SandboxSpec(
+            command=launch.command,
+            env=function_environment(function, launch, region=self.settings.region),
+            code_dir=self._code[function.name],
+            runtime_dir=self._runtime_dir if launch.uses_bootstrap else None,
+            extra_ro_binds=launch.extra_ro_binds,
+            cwd=launch.cwd,
+            tmp_size_mb=function.ephemeral_storage,
+            memory_mb=function.memory_size,
+            label=function.name,
+        )
+        assert self._backend is not None and self._runtime_api is not None
+        return Environment(
+            function,
+            spec,
+            backend=self._backend,
+            hooks=pool,
+            serve_runtime_api=self._runtime_api.serve,
+            log_sink=self.log_sink,
+            init_limit=self.settings.init_timeout_seconds,
+        )
+
+    def pool_for(self, function: FunctionSpec) -> FunctionPool:
+        pool = self.pools.get(function.name)
+        if pool is None:
+            reason = self.unavailable.get(function.name, "it cannot run here")
+            raise InvalidRuntimeException(f"The function {function.name} cannot be invoked: {reason}")
+        return pool
+
+    async def invoke(self, invocation: Invocation) -> InvocationResult:
+        return await self.pool_for(invocation.function).invoke(invocation)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "functions": {name: pool.describe() for name, pool in self.pools.items()},
+            "unavailable": dict(self.unavailable),
+            "backend": self._backend.status().__dict__ if self._backend else None,
+        }

@@ -1,0 +1,323 @@
+"""The bubblewrap backend: one unprivileged, fully unshared bwrap sandbox per execution environment.
+
+The non-negotiables of DESIGN §2, each a hole found by testing (reference/sandbox.md):
+- bwrap runs as a distinct unprivileged host uid (started by root, `--uid` alone stays host root);
+- bwrap is exec'd with an empty environment (its pid 1's /proc/1/environ is visible inside);
+- every namespace unshared, nested user namespaces disabled, a new session (no TIOCSTI),
+  `--die-with-parent` from long-lived spawner threads, a read-only root, /dev and /dev/shm sized
+  and read-only, a synthetic /etc, code and runtime read-only, a size-capped /tmp;
+- the whole tree is killed by killing the sandbox's pid 1 (the pid namespace's init).
+The sandbox is held on `--block-fd` until the service has made its Runtime API listener inside the
+sandbox's network namespace (and, with the sandbox issue, attached its cgroups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .netns import listen_in_netns
+from .spec import RUNTIME_API_HOST, RUNTIME_API_PORT, BackendStatus, SandboxError, SandboxSpec
+from .uids import UidPool
+
+# Lambda's own sandbox user (sbx_user1051) as seen inside; the host uid behind it differs per sandbox.
+SANDBOX_UID = 993
+SANDBOX_GID = 990
+
+_ETC_FILES = {
+    "/etc/passwd": (
+        "root:x:0:0:root:/root:/sbin/nologin\n"
+        f"sbx_user1051:x:{SANDBOX_UID}:{SANDBOX_GID}::/tmp:/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+    ),
+    "/etc/group": f"root:x:0:\nsbx_user1051:x:{SANDBOX_GID}:\nnogroup:x:65534:\n",
+    "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    "/etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n",
+}
+# Host files that are safe and useful to show read-only: CA certificates, time zone, the dynamic
+# linker's cache and the alternatives links that /usr/bin points through. Never /etc/ssl/private.
+_ETC_RO_BINDS = (
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/ca-certificates",
+    "/etc/localtime",
+    "/etc/ld.so.cache",
+    "/etc/alternatives",
+)
+_TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_SHM_BYTES = 4 * 1024 * 1024
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+class BwrapBackend:
+    """Starts bwrap sandboxes. One instance per service; `close()` after every sandbox is gone."""
+
+    name = "bwrap"
+
+    def __init__(self, *, uid_pool: UidPool | None, spawn_threads: int = 4, bwrap: str | None = None) -> None:
+        self._bwrap = bwrap or shutil.which("bwrap")
+        self._uid_pool = uid_pool
+        # Long-lived threads: --die-with-parent fires when the *thread* that forked bwrap exits.
+        self._executor = ThreadPoolExecutor(max_workers=spawn_threads, thread_name_prefix="sandbox-spawn")
+        self._root_links = list(_root_layout())
+        # Orphaned sandbox init processes are re-parented to us, so we can reap them promptly.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    def status(self) -> BackendStatus:
+        if not self._bwrap:
+            return BackendStatus(self.name, False, "bwrap is not installed (apt-get install bubblewrap)")
+        return BackendStatus(
+            self.name,
+            True,
+            extra={"bwrap": self._bwrap, "distinct_uids": self._uid_pool is not None},
+        )
+
+    async def start(self, spec: SandboxSpec) -> BwrapSandbox:
+        if not self._bwrap:
+            raise SandboxError("bwrap is not installed (apt-get install bubblewrap)")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._start_blocking, spec)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def _start_blocking(self, spec: SandboxSpec) -> BwrapSandbox:
+        uid = self._uid_pool.acquire() if self._uid_pool else None
+        fds: list[int] = []
+        try:
+            info_r, info_w = _pipe(fds)
+            block_r, block_w = _pipe(fds)
+            out_r, out_w = _pipe(fds)
+            data_fds = {}
+            for dest, content in _ETC_FILES.items():
+                r, w = _pipe(fds)
+                os.write(w, content.encode())
+                _close(fds, w)
+                data_fds[dest] = r
+            argv = self._argv(spec, info_fd=info_w, block_fd=block_r, data_fds=data_fds)
+            ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
+            proc = subprocess.Popen(
+                argv,
+                env={},
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=out_w,
+                pass_fds=(info_w, block_r, *data_fds.values()),
+                start_new_session=True,  # a Ctrl-C meant for the service must not reach sandboxes
+                **ids,
+            )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            if uid is not None:
+                self._uid_pool.release(uid)  # type: ignore[union-attr]
+            raise
+        for fd in (info_w, block_r, out_w, *data_fds.values()):
+            _close(fds, fd)
+        sandbox = BwrapSandbox(proc, uid, out_r, self._uid_pool)
+        try:
+            info = _read_all(info_r)
+            _close(fds, info_r)
+            if not info:
+                proc.wait()
+                raise SandboxError(f"bwrap failed to start: {_drain(out_r).strip() or proc.returncode}")
+            sandbox._attach_child(json.loads(info)["child-pid"])
+            sandbox.listener = listen_in_netns(sandbox.child_pid, RUNTIME_API_HOST, RUNTIME_API_PORT)
+            os.write(block_w, b"go")
+        except BaseException:
+            sandbox.kill()  # before the block pipe closes: EOF on --block-fd means "go"
+            for fd in fds:
+                if fd != out_r:
+                    os.close(fd)
+            proc.wait()
+            sandbox._release()
+            raise
+        _close(fds, block_w)
+        os.set_blocking(out_r, False)
+        return sandbox
+
+    def _argv(self, spec: SandboxSpec, *, info_fd: int, block_fd: int, data_fds: dict[str, int]) -> list[str]:
+        argv = [
+            self._bwrap or "bwrap",
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--uid", str(SANDBOX_UID),
+            "--gid", str(SANDBOX_GID),
+            "--hostname", spec.hostname,
+            "--ro-bind", "/usr", "/usr",
+        ]  # fmt: skip
+        argv += self._root_links
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        argv += ["--perms", "1777", "--size", str(_SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+        for dest, fd in data_fds.items():
+            argv += ["--ro-bind-data", str(fd), dest]
+        for path in _ETC_RO_BINDS:
+            argv += ["--ro-bind-try", path, path]
+        argv += ["--ro-bind", str(spec.code_dir), "/var/task"]
+        argv += (
+            ["--ro-bind", str(spec.runtime_dir), "/var/runtime"]
+            if spec.runtime_dir
+            else ["--dir", "/var/runtime"]
+        )
+        argv += ["--ro-bind", str(spec.opt_dir), "/opt"] if spec.opt_dir else ["--dir", "/opt"]
+        for path in spec.extra_ro_binds:
+            argv += ["--ro-bind", str(path), str(path)]
+        argv += ["--perms", "1777", "--size", str(spec.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+        argv += ["--chdir", spec.cwd, "--clearenv"]
+        for key, value in spec.env.items():
+            argv += ["--setenv", key, value]
+        argv += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
+        argv += ["--remount-ro", "/", "--", *spec.command]
+        return argv
+
+
+class BwrapSandbox:
+    """A running bwrap sandbox. The caller owns `listener` once `start` returns."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], uid: int | None, output_fd: int, uid_pool: UidPool | None
+    ):
+        self._proc = proc
+        self._uid = uid
+        self._uid_pool = uid_pool
+        self.output_fd = output_fd
+        self.listener = None
+        self.child_pid = 0
+        self._child_pidfd: int | None = None
+        self._command_pid: int | None = None
+        self._exit: asyncio.Future[int] | None = None
+        self._released = False
+
+    @property
+    def uid(self) -> int:
+        return self._uid if self._uid is not None else os.getuid()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _attach_child(self, child_pid: int) -> None:
+        self.child_pid = child_pid
+        with contextlib.suppress(ProcessLookupError):
+            self._child_pidfd = os.pidfd_open(child_pid)
+
+    def kill(self) -> None:
+        if self._proc.returncode is not None:
+            return
+        if self._child_pidfd is not None:
+            # The pid namespace's init: when it dies the kernel kills every process in the sandbox.
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self._child_pidfd, signal.SIGKILL)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+
+    async def wait(self) -> int:
+        if self._exit is None:
+            loop = asyncio.get_running_loop()
+            self._exit = loop.create_future()
+            pidfd = os.pidfd_open(self._proc.pid)
+
+            def on_exit() -> None:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+                status = self._proc.wait()
+                self._reap_orphan(loop, attempts=40)
+                self._exit.set_result(128 - status if status < 0 else status)  # type: ignore[union-attr]
+
+            loop.add_reader(pidfd, on_exit)
+        return await asyncio.shield(self._exit)
+
+    def _reap_orphan(self, loop: asyncio.AbstractEventLoop, attempts: int) -> None:
+        """After a normal exit bwrap leaves the sandbox's pid 1 unreaped; as subreaper we reap it."""
+        try:
+            pid, _ = os.waitpid(self.child_pid, os.WNOHANG) if self.child_pid else (-1, 0)
+        except ChildProcessError:
+            pid = -1  # already reaped by bwrap's monitor
+        if pid == 0 and attempts > 0:
+            loop.call_later(0.05, self._reap_orphan, loop, attempts - 1)
+            return
+        self._release()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._child_pidfd is not None:
+            os.close(self._child_pidfd)
+            self._child_pidfd = None
+        with contextlib.suppress(OSError):
+            os.close(self.output_fd)
+        if self._uid is not None and self._uid_pool is not None:
+            self._uid_pool.release(self._uid)
+
+    def memory_peak_bytes(self) -> int | None:
+        pid = self._command_pid or self._find_command_pid()
+        if pid is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            self._command_pid = None
+        return None
+
+    def _find_command_pid(self) -> int | None:
+        try:
+            with open(f"/proc/{self.child_pid}/task/{self.child_pid}/children") as children:
+                first = children.read().split()
+        except OSError:
+            return None
+        self._command_pid = int(first[0]) if first else None
+        return self._command_pid
+
+
+def _root_layout() -> Iterator[str]:
+    """Mirror the host's top-level lib/bin links (merged /usr) or bind the real folders read-only."""
+    for name in _TOP_LEVEL_LINKS:
+        path = Path("/") / name
+        if path.is_symlink():
+            yield from ("--symlink", os.readlink(path), f"/{name}")
+        elif path.is_dir():
+            yield from ("--ro-bind", str(path), str(path))
+
+
+def _pipe(fds: list[int]) -> tuple[int, int]:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    fds += [r, w]
+    return r, w
+
+
+def _close(fds: list[int], fd: int) -> None:
+    fds.remove(fd)
+    os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _drain(fd: int) -> str:
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 65536).decode(errors="replace")
+    except BlockingIOError:
+        return ""

@@ -1,0 +1,68 @@
+"""What a backend is asked to start, and the handle it gives back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# Where the Runtime API appears inside every sandbox (AWS_LAMBDA_RUNTIME_API).
+RUNTIME_API_HOST = "127.0.0.1"
+RUNTIME_API_PORT = 9001
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """One execution environment's sandbox: code, environment, limits.
+
+    Paths are host paths the service owns and the sandbox uid can read (see `staging`).
+    """
+
+    command: tuple[str, ...]  # argv inside the sandbox
+    env: Mapping[str, str]  # the complete environment of the command
+    code_dir: Path  # mounted read-only at /var/task
+    runtime_dir: Path | None = None  # mounted read-only at /var/runtime
+    opt_dir: Path | None = None  # mounted read-only at /opt (layers)
+    extra_ro_binds: tuple[Path, ...] = ()  # host paths bound read-only at the same place (interpreters)
+    cwd: str = "/var/task"
+    tmp_size_mb: int = 512
+    memory_mb: int = 128
+    hostname: str = "sandbox"
+    label: str = ""  # for logs only
+
+
+class Sandbox(Protocol):
+    """A running sandbox. Created by a backend's `start`; owned by one environment."""
+
+    @property
+    def output_fd(self) -> int:
+        """Non-blocking read end of the command's merged stdout and stderr."""
+
+    @property
+    def listener(self):  # socket.socket
+        """A listening TCP socket at RUNTIME_API_HOST:RUNTIME_API_PORT inside the sandbox's network."""
+
+    @property
+    def uid(self) -> int: ...
+
+    async def wait(self) -> int:
+        """Wait for the sandbox to end; its exit status (128+n for a signal, as a shell reports it)."""
+
+    def kill(self) -> None:
+        """Kill the whole sandbox (every process in it). Idempotent."""
+
+    def memory_peak_bytes(self) -> int | None:
+        """Peak resident memory of the sandbox's command so far, if known."""
+
+
+class SandboxError(Exception):
+    """The sandbox could not be started."""
+
+
+@dataclass
+class BackendStatus:
+    name: str
+    available: bool
+    detail: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
