@@ -50,9 +50,7 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        error: LambdaServiceError = MethodNotAllowedException(
-            f"{request.method} is not allowed on {request.url.path}"
-        )
+        error: LambdaServiceError = MethodNotAllowedException(f"{request.method} is not allowed on {request.url.path}")
     else:
         error = UnknownOperationException(f"No operation matches {request.method} {request.url.path}")
     return _error_response(request, error)

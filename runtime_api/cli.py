@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="refuse python3.x functions whose exact interpreter is missing instead of using python3",
     )
-    parser.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="service log level"
-    )
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="service log level")
     parser.add_argument("--log-format", choices=["auto", "json", "console"], help="service log format")
 
 
@@ -44,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sandbox-runtime {__version__}")
     sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser(
-        "serve", help="serve the Lambda Invoke API for a SAM template (the default command)"
-    )
+    serve = sub.add_parser("serve", help="serve the Lambda Invoke API for a SAM template (the default command)")
     _common(serve)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
@@ -131,8 +128,16 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
     )
     server = uvicorn.Server(config)
+    # uvicorn drains and shuts down on SIGTERM/SIGINT, then re-raises the signal under the handlers
+    # it found: these, so that a completed graceful shutdown exits 0 instead of "killed by SIGTERM".
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     server.run()
     return 0 if server.started else 1
+
+
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def _invoke(args: argparse.Namespace) -> int:

@@ -66,9 +66,7 @@ class Settings:
     log_format: str = field(default="auto", metadata={"env": "SANDBOX_LOG_FORMAT"})  # auto | json | console
 
     @classmethod
-    def load(
-        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
-    ) -> Settings:
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         """Defaults < environment < `overrides` (flags; None values mean "not given")."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}

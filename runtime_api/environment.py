@@ -202,9 +202,7 @@ class Environment:
             )
         self._finish(invocation, body, None)
 
-    def post_error(
-        self, request_id: str, error_type: str | None, body: bytes, content_type: str | None
-    ) -> None:
+    def post_error(self, request_id: str, error_type: str | None, body: bytes, content_type: str | None) -> None:
         invocation = self._answerable(request_id, "InvocationErrorResponse")
         self._finish(invocation, _error_body(body, content_type), sanitize_error_type(error_type))
 
@@ -214,9 +212,7 @@ class Environment:
 
     def post_init_error(self, error_type: str | None, body: bytes, content_type: str | None) -> None:
         if self.init_duration_ms is not None or self._init_error is not None or not self.alive:
-            raise _invalid_transition(
-                "Ready" if self.init_duration_ms is not None else "InitError", "InitError"
-            )
+            raise _invalid_transition("Ready" if self.init_duration_ms is not None else "InitError", "InitError")
         self._init_error = (sanitize_error_type(error_type), _error_body(body, content_type))
         self.state = State.FAILED
         # The runtime should exit now; make sure it does, once this 202 is on its way.
@@ -243,13 +239,9 @@ class Environment:
         if invocation is self._cold:
             for line in self._init_log.tail().splitlines(keepends=True):
                 invocation.log.append(line)
-        self._platform_line(
-            invocation, f"START RequestId: {invocation.request_id} Version: {invocation.version}"
-        )
+        self._platform_line(invocation, f"START RequestId: {invocation.request_id} Version: {invocation.version}")
 
-    def _finish(
-        self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = ""
-    ) -> None:
+    def _finish(self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = "") -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -322,9 +314,7 @@ class Environment:
             self._waiter.set_result(None)
         self._hooks.on_stopped(self, undelivered)
 
-    def _settle_undelivered(
-        self, invocation: Invocation, status: int, initialised: bool
-    ) -> Invocation | None:
+    def _settle_undelivered(self, invocation: Invocation, status: int, initialised: bool) -> Invocation | None:
         """An assigned invocation the runtime never fetched: answer it here, or hand it back to retry."""
         if self._init_error is not None:
             error_type, body = self._init_error
@@ -332,9 +322,7 @@ class Environment:
             self._finish(invocation, body, error_type)
         elif self._init_timed_out and invocation.suppressed_init:
             self._begin(invocation)
-            self._finish(
-                invocation, timeout_error(invocation.request_id, self.function.timeout), "Sandbox.Timedout"
-            )
+            self._finish(invocation, timeout_error(invocation.request_id, self.function.timeout), "Sandbox.Timedout")
         elif self._init_timed_out:
             invocation.suppressed_init = True  # one more init, inside the invocation, as Lambda does
             return invocation
@@ -395,9 +383,7 @@ class Environment:
             invocation.log.append(line + b"\n")
         else:
             self._init_log.append(line + b"\n")
-        self._sink(
-            self.function, invocation.request_id if invocation else None, line.decode(errors="replace")
-        )
+        self._sink(self.function, invocation.request_id if invocation else None, line.decode(errors="replace"))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -72,9 +72,7 @@ class EventQueue:
 
     def _give_up(self, invocation: Invocation, reason: str) -> None:
         self.failed += 1
-        log.warning(
-            "event.failed", function=invocation.function.name, request_id=invocation.request_id, reason=reason
-        )
+        log.warning("event.failed", function=invocation.function.name, request_id=invocation.request_id, reason=reason)
 
     async def drain(self, timeout: float) -> None:
         """Let queued events finish within `timeout`; report any that could not."""

@@ -75,9 +75,7 @@ class Invocation:
     deadline_ms: int = 0  # epoch ms, set when the runtime fetches it
     suppressed_init: bool = False  # a second init attempt inside this invocation (after an init timeout)
     log: LogTail = field(default_factory=LogTail)
-    future: asyncio.Future[InvocationResult] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    future: asyncio.Future[InvocationResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def __post_init__(self) -> None:
         if not self.invoked_arn:
@@ -108,9 +106,7 @@ def exit_error(request_id: str, status: int) -> bytes:
         return platform_error(
             "Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited without providing a reason"
         )
-    return platform_error(
-        "Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited with error: {reason}"
-    )
+    return platform_error("Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited with error: {reason}")
 
 
 def response_too_large_error(size: int) -> bytes:

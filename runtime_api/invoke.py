@@ -76,9 +76,7 @@ def _client_context(raw: str | None) -> str | None:
         if not isinstance(json.loads(text), dict):
             raise ValueError
     except (binascii.Error, ValueError):
-        raise InvalidRequestContentException(
-            "Client context must be a valid Base64-encoded JSON object."
-        ) from None
+        raise InvalidRequestContentException("Client context must be a valid Base64-encoded JSON object.") from None
     return text
 
 
@@ -125,6 +123,4 @@ def _too_large(size: int, invocation_type: str, limit: int) -> None:
         raise RequestTooLargeException(
             f"{size} byte payload is too large for the Event invocation type (limit {limit} bytes)"
         )
-    raise RequestTooLargeException(
-        f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
-    )
+    raise RequestTooLargeException(f"Request must be smaller than {limit} bytes for the InvokeFunction operation")

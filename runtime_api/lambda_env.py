@@ -70,7 +70,5 @@ def function_environment(function: FunctionSpec, launch: RuntimeLaunch, *, regio
 
 def dropped_variables(function: FunctionSpec) -> list[str]:
     """Customer variables Lambda would not let the function set (they are reserved)."""
-    probe = function_environment(
-        function, RuntimeLaunch(function.runtime, (), "/", False), region="us-east-1"
-    )
+    probe = function_environment(function, RuntimeLaunch(function.runtime, (), "/", False), region="us-east-1")
     return [key for key, value in function.environment.items() if probe.get(key) != value]

@@ -39,9 +39,7 @@ def structlog_sink(function: FunctionSpec, request_id: str | None, line: str) ->
 
 
 class Service:
-    def __init__(
-        self, settings: Settings, registry: FunctionRegistry, *, log_sink: LogSink = structlog_sink
-    ) -> None:
+    def __init__(self, settings: Settings, registry: FunctionRegistry, *, log_sink: LogSink = structlog_sink) -> None:
         self.settings = settings
         self.registry = registry
         self.log_sink = log_sink
@@ -93,9 +91,7 @@ class Service:
                 log.warning("function.unavailable", function=function.name, reason=str(exc))
                 continue
             self._launches[function.name] = launch
-            self._code[function.name] = await asyncio.to_thread(
-                stager.stage, function.code_dir, name=function.name
-            )
+            self._code[function.name] = await asyncio.to_thread(stager.stage, function.code_dir, name=function.name)
             if not launch.uses_bootstrap and not os.access(self._code[function.name] / "bootstrap", os.X_OK):
                 log.warning(
                     "function.no_bootstrap",

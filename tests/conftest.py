@@ -1,0 +1,169 @@
+"""Test harness: the real service, started as a subprocess on 127.0.0.1, driven over HTTP.
+
+Nothing of ours is mocked here. `ServiceProcess.stop()` sends SIGTERM like an operator would and then
+checks that no sandbox process outlived the service.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
+FUNCTIONS = Path(__file__).resolve().parent / "functions"
+TEST_TEMPLATE = FUNCTIONS / "template.yaml"
+BUNDLED_TEMPLATE = REPO / "template.yaml"
+_UID_BLOCK = 500
+_uid_blocks = itertools.count((os.getpid() * 7) % 1000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sandbox_processes(uid_range: tuple[int, int]) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines() if line.strip()]
+    return [" ".join(row) for row in rows if uid_range[0] <= int(row[0]) <= uid_range[1]]
+
+
+class ServiceProcess:
+    def __init__(self, template: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        # Each service gets its own block of sandbox uids, so leftovers can be told apart from
+        # the sandboxes of other services running at the same time.
+        first = 300000 + (next(_uid_blocks) % 1000) * _UID_BLOCK
+        self.uid_range = (first, first + _UID_BLOCK - 1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sandbox-runtime-test-{self.port}.log"
+        environment = {
+            **os.environ,
+            "SANDBOX_POOL_SIZE": "0",
+            "SANDBOX_UID_RANGE": f"{self.uid_range[0]}-{self.uid_range[1]}",
+            "SANDBOX_LOG_FORMAT": "json",
+            "SANDBOX_LOG_LEVEL": "debug",
+            **(env or {}),
+        }
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "runtime_api",
+                "serve",
+                "--template",
+                str(template),
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=REPO,
+        )
+        self._wait_healthy()
+
+    def _wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError(f"service did not become healthy:\n{self.logs()}")
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+            return json.load(response)
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict]:
+        events = []
+        for line in self.logs().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"service ignored signal {sig} for {timeout}s:\n{self.logs()}") from None
+        self._log.close()
+        deadline = time.monotonic() + 5
+        while (left := sandbox_processes(self.uid_range)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not left, f"sandbox processes outlived the service: {left}"
+        return self.proc.returncode
+
+    def client(self, **config: object):
+        return lambda_client(self.url, **config)
+
+
+def lambda_client(url: str, **config: object):
+    return boto3.client(
+        "lambda",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=60, **config),
+    )
+
+
+@pytest.fixture
+def start_service() -> Iterator:
+    """Factory: start_service(template, env={...}) → a running ServiceProcess, stopped after the test."""
+    started: list[ServiceProcess] = []
+
+    def start(template: Path = TEST_TEMPLATE, **kwargs: object) -> ServiceProcess:
+        service = ServiceProcess(template, **kwargs)  # type: ignore[arg-type]
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[ServiceProcess]:
+    """One service over tests/functions/template.yaml for a whole test module."""
+    running = ServiceProcess(TEST_TEMPLATE, env={"SANDBOX_EVENT_RETRY_DELAY": "0.2"})
+    yield running
+    assert running.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def client(service: ServiceProcess):
+    return service.client()

@@ -1,0 +1,5 @@
+raise RuntimeError("init went wrong")
+
+
+def handler(event, context):
+    return "never"
