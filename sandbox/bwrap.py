@@ -167,11 +167,7 @@ class BwrapBackend:
         for path in _ETC_RO_BINDS:
             argv += ["--ro-bind-try", path, path]
         argv += ["--ro-bind", str(spec.code_dir), "/var/task"]
-        argv += (
-            ["--ro-bind", str(spec.runtime_dir), "/var/runtime"]
-            if spec.runtime_dir
-            else ["--dir", "/var/runtime"]
-        )
+        argv += ["--ro-bind", str(spec.runtime_dir), "/var/runtime"] if spec.runtime_dir else ["--dir", "/var/runtime"]
         argv += ["--ro-bind", str(spec.opt_dir), "/opt"] if spec.opt_dir else ["--dir", "/opt"]
         for path in spec.extra_ro_binds:
             argv += ["--ro-bind", str(path), str(path)]
@@ -187,9 +183,7 @@ class BwrapBackend:
 class BwrapSandbox:
     """A running bwrap sandbox. The caller owns `listener` once `start` returns."""
 
-    def __init__(
-        self, proc: subprocess.Popen[bytes], uid: int | None, output_fd: int, uid_pool: UidPool | None
-    ):
+    def __init__(self, proc: subprocess.Popen[bytes], uid: int | None, output_fd: int, uid_pool: UidPool | None):
         self._proc = proc
         self._uid = uid
         self._uid_pool = uid_pool

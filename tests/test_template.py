@@ -309,8 +309,7 @@ def test_parameter_without_default_can_come_from_overrides(tmp_path: Path) -> No
     with pytest.raises(TemplateError) as caught:
         load_template(path)
     assert str(caught.value) == (
-        f"{path}: resource Fn: Timeout: parameter TimeoutSeconds has no Default and no value in "
-        "parameter_overrides"
+        f"{path}: resource Fn: Timeout: parameter TimeoutSeconds has no Default and no value in parameter_overrides"
     )
 
 
@@ -351,9 +350,7 @@ BASE = "Runtime: python3.12\nHandler: app.handler\nCodeUri: src\n"
         ("Runtime: provided.al2\nInlineCode: echo", "inline code is only supported for python and nodejs"),
     ],
 )
-def test_invalid_properties_name_file_resource_and_property(
-    tmp_path: Path, properties: str, message: str
-) -> None:
+def test_invalid_properties_name_file_resource_and_property(tmp_path: Path, properties: str, message: str) -> None:
     path = write(tmp_path, one_function(properties, extra="  Other:\n    Type: AWS::SQS::Queue\n"))
     with pytest.raises(TemplateError) as caught:
         load_template(path)
@@ -364,9 +361,7 @@ def test_invalid_properties_name_file_resource_and_property(
 def test_errors_name_the_file_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, one_function("Runtime: python3.12\nHandler: app.handler\nTimeout: 0"))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(
-        TemplateError, match=r"^template\.yaml: resource Fn: Timeout must be between 1 and 900"
-    ):
+    with pytest.raises(TemplateError, match=r"^template\.yaml: resource Fn: Timeout must be between 1 and 900"):
         load_template("template.yaml")
 
 
@@ -387,9 +382,7 @@ def test_duplicate_function_names(tmp_path: Path) -> None:
     )
     with pytest.raises(TemplateError) as caught:
         load_template(path)
-    assert str(caught.value) == (
-        f"{path}: resource Second: FunctionName 'shared' is already used by resource First"
-    )
+    assert str(caught.value) == (f"{path}: resource Second: FunctionName 'shared' is already used by resource First")
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -400,16 +393,12 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "Resources:\n  Fn:\n    Type: [unclosed\n  Other: 1\n")
-    with pytest.raises(
-        TemplateError, match=rf"^{re.escape(str(path))}: cannot parse the template: line \d+: "
-    ):
+    with pytest.raises(TemplateError, match=rf"^{re.escape(str(path))}: cannot parse the template: line \d+: "):
         load_template(path)
 
 
 def test_json_syntax_error_names_file(tmp_path: Path) -> None:
-    path = write(
-        tmp_path, '{\n\t"Resources": {\n\t\t"Fn": {"Type" "AWS::SQS::Queue"}\n\t}\n}\n', name="t.json"
-    )
+    path = write(tmp_path, '{\n\t"Resources": {\n\t\t"Fn": {"Type" "AWS::SQS::Queue"}\n\t}\n}\n', name="t.json")
     with pytest.raises(TemplateError, match=rf"^{re.escape(str(path))}: cannot parse the template: line 3: "):
         load_template(path)
 
@@ -494,7 +483,5 @@ def test_conditions_and_less_common_intrinsics(tmp_path: Path) -> None:
     }
     west = load_template(path, region="us-gov-west-1").functions[0]
     assert (west.environment["PROD_IN_EAST"], west.environment["EITHER"]) == ("no", "no")
-    with pytest.raises(
-        TemplateError, match="resource Fn: MemorySize: Fn::FindInMap: Mappings has no Sizes/qa"
-    ):
+    with pytest.raises(TemplateError, match="resource Fn: MemorySize: Fn::FindInMap: Mappings has no Sizes/qa"):
         load_template(path, parameter_overrides={"Stage": "qa"})
