@@ -13,6 +13,7 @@ from . import __version__
 from .config import ConfigError, Settings
 from .functions import FunctionRegistry, parse_function_name
 from .logs import configure_logging, get_logger
+from .service import StartupError, preflight
 from .template import TemplateError, load_template
 
 _COMMANDS = ("serve", "invoke")
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except TemplateError as exc:
         print(f"sandbox-runtime: template error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"sandbox-runtime: {exc}", file=sys.stderr)
+        return 2
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -115,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level, settings.log_format)
     registry = _registry(settings, args)
+    preflight()
     config = uvicorn.Config(
         create_app(settings, registry),
         host=settings.host,
@@ -142,12 +147,18 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
 
 def _invoke(args: argparse.Namespace) -> int:
     settings = _settings(args, pool_size=0)
-    configure_logging(settings.log_level if args.log_level else "warning", settings.log_format)
+    fmt = "console" if settings.log_format == "auto" else settings.log_format  # stderr is for people here
+    configure_logging(settings.log_level if args.log_level else "warning", fmt)
     registry = _registry(settings, args)
+    preflight()
     ref = parse_function_name(args.function)
     function = registry.get(ref.name)
     if function is None:
-        names = ", ".join(sorted(f.logical_id or f.name for f in registry)) or "none"
+        names = ", ".join(
+            sorted(
+                f"{f.name} ({f.logical_id})" if f.logical_id and f.logical_id != f.name else f.name for f in registry
+            )
+        )
         print(
             f"sandbox-runtime: function {args.function!r} is not in {settings.template} (functions: {names})",
             file=sys.stderr,

@@ -35,6 +35,9 @@ from .invocation import (
     sanitize_error_type,
     timeout_error,
 )
+from .logs import get_logger
+
+log = get_logger("environment")
 
 _MAX_LINE = 256 * 1024
 ERROR_CAUSE_CONTENT_TYPE = "application/vnd.aws.lambda.error.cause+json"
@@ -113,7 +116,7 @@ class Environment:
         self._answered = False  # a /response or /error arrived for the current invocation
         self._cold: Invocation | None = None  # the invocation that waited for this environment's init
         self._started_at = 0.0  # perf_counter of the current invocation's START
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = asyncio.Event()  # set when work is assigned or the environment ends
         self._timer: asyncio.TimerHandle | None = None
         self._init_timer: asyncio.TimerHandle | None = None
         self._init_error: tuple[str, bytes] | None = None
@@ -127,10 +130,14 @@ class Environment:
     async def start(self) -> None:
         self._spawned_at = time.perf_counter()
         self._sandbox = await self._backend.start(self._spec)
-        self._server = await self._serve(self, self._sandbox.listener)
+        self._loop.create_task(self._watch_exit())  # from here on, cleanup belongs to _watch_exit
         self._loop.add_reader(self._sandbox.output_fd, self._read_output)
         self._init_timer = self._loop.call_later(self._init_limit, self._on_init_timeout)
-        asyncio.get_running_loop().create_task(self._watch_exit())
+        try:
+            self._server = await self._serve(self, self._sandbox.listener)
+        except OSError as exc:
+            log.error("environment.runtime_api_failed", function=self.function.name, error=str(exc))
+            self.stop()
 
     def stop(self) -> None:
         """Kill the sandbox; `_watch_exit` finishes the bookkeeping once it is gone."""
@@ -155,8 +162,7 @@ class Environment:
             self._cold = invocation
         else:
             self.state = State.BUSY
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wakeup.set()
 
     # -- Runtime API ----------------------------------------------------------------------------
 
@@ -176,11 +182,8 @@ class Environment:
             if self._pending is None:
                 self._become_ready()
         while self._pending is None:
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            self._wakeup.clear()
+            await self._wakeup.wait()
             if not self.alive:
                 raise _invalid_transition("Stopped", "Ready")
         invocation, self._pending = self._pending, None
@@ -310,8 +313,7 @@ class Environment:
         undelivered, self._pending = self._pending, None
         if undelivered is not None:
             undelivered = self._settle_undelivered(undelivered, status, initialised)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wakeup.set()
         self._hooks.on_stopped(self, undelivered)
 
     def _settle_undelivered(self, invocation: Invocation, status: int, initialised: bool) -> Invocation | None:

@@ -34,6 +34,22 @@ function_log = get_logger("function")
 _BOOTSTRAP_SOURCE = Path(__file__).resolve().parent.parent / "bootstrap"
 
 
+class StartupError(Exception):
+    """The service cannot run on this machine as configured; the message says what to do."""
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        # Each sandbox runs as its own unprivileged uid, and the service opens the sandbox's
+        # Runtime API listener inside the sandbox's network namespace: both need root.
+        raise StartupError(
+            "sandbox-runtime must run as root (it switches every sandbox to its own unprivileged uid); "
+            "run it with sudo or in the container image"
+        )
+    if shutil.which("bwrap") is None:
+        raise StartupError("bubblewrap is not installed: run scripts/install, or apt-get install bubblewrap")
+
+
 def structlog_sink(function: FunctionSpec, request_id: str | None, line: str) -> None:
     function_log.info(line, function=function.name, request_id=request_id)
 
@@ -61,19 +77,9 @@ class Service:
         settings = self.settings
         self._state_dir = self._make_state_dir()
         stager = CodeStager(self._state_dir / "code")
-        uid_pool = None
-        if os.geteuid() == 0:
-            first, last = settings.uid_range
-            uid_pool = UidPool(first, last - first + 1)
-        else:
-            log.warning(
-                "sandbox.same_uid",
-                detail="not running as root: every sandbox runs as this user's uid, not a distinct uid each",
-            )
-        self._backend = BwrapBackend(uid_pool=uid_pool)
-        status = self._backend.status()
-        if not status.available:
-            raise RuntimeError(status.detail)
+        preflight()
+        first, last = settings.uid_range
+        self._backend = BwrapBackend(uid_pool=UidPool(first, last - first + 1))
         self._runtime_api = RuntimeAPIServer()
         if settings.allow_network:
             log.warning(
