@@ -132,7 +132,10 @@ class Environment:
         self._sandbox = await self._backend.start(self._spec)
         self._loop.create_task(self._watch_exit())  # from here on, cleanup belongs to _watch_exit
         self._loop.add_reader(self._sandbox.output_fd, self._read_output)
-        self._init_timer = self._loop.call_later(self._init_limit, self._on_init_timeout)
+        limit = self._init_limit
+        if self._cold is not None and self._cold.suppressed_init:
+            limit = self.function.timeout  # the second init runs inside the invocation, under its timeout
+        self._init_timer = self._loop.call_later(limit, self._on_init_timeout)
         try:
             self._server = await self._serve(self, self._sandbox.listener)
         except OSError as exc:
@@ -152,10 +155,11 @@ class Environment:
 
     @property
     def has_work(self) -> bool:
-        return self._pending is not None or self._current is not None
+        """An invocation is assigned or still running (an answered one no longer counts)."""
+        return self._pending is not None or (self._current is not None and not self._answered)
 
     def assign(self, invocation: Invocation) -> None:
-        if self.has_work or self.state not in (State.STARTING, State.READY):
+        if self.has_work or not self.alive:
             raise RuntimeError(f"environment {self.id} cannot take an invocation in state {self.state.value}")
         self._pending = invocation
         if self.state is State.STARTING:
@@ -172,15 +176,16 @@ class Environment:
         if self._current is not None and not self._answered:
             return self._current  # /next again while running re-renders the same event, as RIE does
         if self._current is not None:
-            self._current = None
+            self._current = None  # the pool was told at the answer; a new invocation may be waiting
             if self._pending is None:
-                self._become_ready()
+                self.state = State.READY
         if self.init_duration_ms is None:
             self.init_duration_ms = (time.perf_counter() - self._spawned_at) * 1000
             if self._init_timer is not None:
                 self._init_timer.cancel()
             if self._pending is None:
-                self._become_ready()
+                self.state = State.READY
+                self._available()
         while self._pending is None:
             self._wakeup.clear()
             await self._wakeup.wait()
@@ -204,10 +209,12 @@ class Environment:
                 f"Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
             )
         self._finish(invocation, body, None)
+        self._available()
 
     def post_error(self, request_id: str, error_type: str | None, body: bytes, content_type: str | None) -> None:
         invocation = self._answerable(request_id, "InvocationErrorResponse")
         self._finish(invocation, _error_body(body, content_type), sanitize_error_type(error_type))
+        self._available()
 
     def post_invalid_response_mode(self, request_id: str) -> None:
         invocation = self._answerable(request_id, "InvocationResponse")
@@ -232,8 +239,9 @@ class Environment:
 
     # -- invocations ----------------------------------------------------------------------------
 
-    def _become_ready(self) -> None:
-        self.state = State.READY
+    def _available(self) -> None:
+        """Tell the pool this environment can take an invocation: right after it answered (its
+        runtime is about to poll /next again) or when its first init completes."""
         self.idle_since = time.monotonic()
         self._hooks.on_ready(self)
 

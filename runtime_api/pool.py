@@ -46,7 +46,9 @@ class FunctionPool:
         self.pool_size = min(pool_size, self.limit)
         self.keep_alive = keep_alive
         self.environments: set[Environment] = set()
-        self._idle: list[Environment] = []  # READY with nothing assigned; last = most recently used
+        # Environments that can take an invocation, in order of availability (an ordered set):
+        # the most recently used is reused first, so the others age out.
+        self._idle: dict[Environment, None] = {}
         self._queue: deque[Invocation] = deque()
         self._closing = False
         self._init_failing = False  # stop pre-starting while init keeps failing
@@ -62,7 +64,7 @@ class FunctionPool:
         if self._closing:
             raise ServiceException("The service is shutting down.")
         while self._idle:
-            env = self._idle.pop()
+            env, _ = self._idle.popitem()
             if env.alive and not env.has_work:
                 env.assign(invocation)
                 return
@@ -130,12 +132,11 @@ class FunctionPool:
             if not invocation.future.done():
                 env.assign(invocation)
                 return
-        self._idle.append(env)
+        self._idle[env] = None
 
     def on_stopped(self, env: Environment, undelivered: Invocation | None) -> None:
         self.environments.discard(env)
-        if env in self._idle:
-            self._idle.remove(env)
+        self._idle.pop(env, None)
         if env.init_duration_ms is None:
             self._init_failing = True
         log.debug(
@@ -162,7 +163,7 @@ class FunctionPool:
             if len(self.environments) <= self.pool_size:
                 return
             if now - env.idle_since >= self.keep_alive:
-                self._idle.remove(env)
+                del self._idle[env]
                 env.stop()
 
     async def close(self) -> None:

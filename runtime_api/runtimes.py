@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BOOTSTRAP_PACKAGE = "sandbox_bootstrap"
+_BOOTSTRAP_SOURCE = Path(__file__).resolve().parent.parent / "bootstrap"
 # Launch line for our bootstrap: independent of PYTHONPATH/PYTHONSAFEPATH a function may set.
 _LAUNCH = f"import sys; sys.path.insert(0, '/var/runtime'); from {BOOTSTRAP_PACKAGE}.main import main; main()"
 _PYTHON_RUNTIME = re.compile(r"^python(3\.\d+)$")
@@ -171,3 +173,24 @@ def _version_of(interpreter: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def stage_bootstrap(runtime_dir: Path, interpreters: Iterable[Path]) -> Path:
+    """Lay out /var/runtime in `runtime_dir` (made anew): our bootstrap package, world-readable and
+    byte-compiled for each interpreter, since the sandbox cannot write __pycache__ itself."""
+    if runtime_dir.exists():
+        shutil.rmtree(runtime_dir)
+    runtime_dir.mkdir(mode=0o755)
+    os.chmod(runtime_dir, 0o755)
+    package = runtime_dir / BOOTSTRAP_PACKAGE
+    shutil.copytree(_BOOTSTRAP_SOURCE, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for interpreter in interpreters:
+        subprocess.run(
+            [str(interpreter), "-m", "compileall", "-q", str(package)], check=False, env={}, capture_output=True
+        )
+    for root, dirs, files in os.walk(runtime_dir):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    return runtime_dir

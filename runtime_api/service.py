@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,10 @@ from .lambda_env import function_environment
 from .logs import get_logger
 from .pool import FunctionPool
 from .runtime import RuntimeAPIServer
-from .runtimes import BOOTSTRAP_PACKAGE, RuntimeLaunch, RuntimeResolver, RuntimeUnavailable
+from .runtimes import RuntimeLaunch, RuntimeResolver, RuntimeUnavailable, stage_bootstrap
 
 log = get_logger("service")
 function_log = get_logger("function")
-
-_BOOTSTRAP_SOURCE = Path(__file__).resolve().parent.parent / "bootstrap"
 
 
 class StartupError(Exception):
@@ -106,7 +103,9 @@ class Service:
                 )
         for warning in self.resolver.warnings:
             log.warning("runtime.fallback", detail=warning)
-        self._runtime_dir = await asyncio.to_thread(self._stage_bootstrap, stager)
+        self._runtime_dir = await asyncio.to_thread(
+            stage_bootstrap, self._state_dir / "runtime", self.resolver.interpreters()
+        )
         for function in self.registry:
             if function.name in self._launches:
                 self.pools[function.name] = self._make_pool(function)
@@ -140,29 +139,6 @@ class Service:
         # Sandbox uids must be able to traverse it to reach the staged code (never to list it).
         os.chmod(path, 0o711)
         return path
-
-    def _stage_bootstrap(self, stager: CodeStager) -> Path:
-        runtime_dir = stager.root.parent / "runtime"
-        if runtime_dir.exists():
-            shutil.rmtree(runtime_dir)
-        runtime_dir.mkdir(mode=0o755)
-        os.chmod(runtime_dir, 0o755)
-        package = runtime_dir / BOOTSTRAP_PACKAGE
-        shutil.copytree(_BOOTSTRAP_SOURCE, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        for root, dirs, files in os.walk(runtime_dir):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-            for name in files:
-                os.chmod(os.path.join(root, name), 0o644)
-        # Byte-compile for each interpreter in use: the sandbox cannot write __pycache__ itself.
-        for interpreter in self.resolver.interpreters():
-            subprocess.run(
-                [str(interpreter), "-m", "compileall", "-q", str(package)],
-                check=False,
-                env={},
-                capture_output=True,
-            )
-        return runtime_dir
 
     async def _reap_forever(self) -> None:
         interval = max(1.0, min(30.0, self.settings.keep_alive_seconds / 4))

@@ -1,0 +1,155 @@
+"""Cold start: the first invoke of a function that has no environment yet, against the floor of
+`python3 -c pass` run inside the same bwrap sandbox flags (spawn → exit).
+
+The floor sandbox is built by the service's own argv builder (`BwrapBackend._argv`) from a
+`SandboxSpec` made the way `Service._new_environment` makes one (same interpreter, environment,
+code and runtime binds, /tmp size), and launched the way `BwrapBackend._start_blocking` launches
+one: an empty environment, an unprivileged uid (when root), a new session, the info and block
+fds. Only the command differs (`-c pass` instead of the bootstrap) and the Runtime API listener is
+not made (that is part of the service's cost, not of the floor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime_api.functions import FunctionSpec
+from runtime_api.lambda_env import function_environment
+from runtime_api.runtimes import _LAUNCH, RuntimeResolver, stage_bootstrap
+from sandbox import CodeStager, SandboxSpec, UidPool
+from sandbox.bwrap import BwrapBackend
+
+from .clients import EVENT, PAYLOAD, InvokeFailed
+from .procs import FUNCTIONS
+from .stats import summary_ms
+
+RUNTIME = "python3.11"
+_INIT_DURATION = re.compile(rb"Init Duration: ([0-9.]+) ms")
+
+
+class BwrapFloor:
+    """Runs a command in a sandbox started by the service's own backend with a function's spec (the
+    same bwrap flags, uid switch and Runtime API listener), timing spawn → exit."""
+
+    def __init__(self, workdir: Path, uid: int | None) -> None:
+        launch = RuntimeResolver().resolve(RUNTIME)
+        assert launch.interpreter is not None
+        self.interpreter = str(launch.interpreter)
+        state = workdir / "floor-state"
+        state.mkdir(mode=0o711)
+        os.chmod(state, 0o711)  # as the service's state dir: traversable by the sandbox uid
+        code = CodeStager(state / "code").stage(FUNCTIONS / "echo", name="bench-floor")
+        # /var/runtime as the service lays it out (the bootstrap, byte-compiled), so the breakdown
+        # can time importing it; `-c pass` never reads it, only binds it.
+        runtime_dir = stage_bootstrap(state / "runtime", [launch.interpreter])
+        function = FunctionSpec(name="bench-floor", handler="app.handler", runtime=RUNTIME, code_dir=code)
+        self._spec_args = {
+            "env": function_environment(function, launch, region="us-east-1"),
+            "code_dir": code,
+            "runtime_dir": runtime_dir,
+            "extra_ro_binds": launch.extra_ro_binds,
+            "cwd": launch.cwd,
+            "tmp_size_mb": function.ephemeral_storage,
+            "memory_mb": function.memory_size,
+            "label": "bench-floor",
+        }
+        first = uid if uid is not None else 299000
+        self._backend = BwrapBackend(uid_pool=UidPool(first, 16), spawn_threads=1)
+        self._loop = asyncio.new_event_loop()
+
+    def close(self) -> None:
+        self._backend.close()
+        self._loop.close()
+
+    def run(self, command: tuple[str, ...]) -> float:
+        """Start a sandbox running `command`, wait for it to exit; seconds."""
+        return self._loop.run_until_complete(self._run(SandboxSpec(command=command, **self._spec_args)))
+
+    async def _run(self, spec: SandboxSpec) -> float:
+        start = time.perf_counter()
+        sandbox = await self._backend.start(spec)
+        sandbox.listener.close()
+        status = await sandbox.wait()
+        elapsed = time.perf_counter() - start
+        if status != 0:
+            raise RuntimeError(f"bwrap floor failed with status {status}")
+        return elapsed
+
+    def python_pass(self) -> float:
+        return self.run((self.interpreter, "-c", "pass"))
+
+    def import_bootstrap(self) -> float:
+        """The bootstrap's launch line up to (not including) `main()`: its imports (breakdown only)."""
+        launch = _LAUNCH.rsplit(";", 1)[0]
+        assert launch.endswith("import main"), _LAUNCH
+        return self.run((self.interpreter, "-c", launch))
+
+
+def python_pass_unsandboxed(interpreter: str) -> float:
+    """`python3 -c pass` with no sandbox (for the breakdown only)."""
+    start = time.perf_counter()
+    subprocess.run([interpreter, "-c", "pass"], env={}, check=True)
+    return time.perf_counter() - start
+
+
+def cold_invoke(conn: http.client.HTTPConnection, function: str) -> tuple[float, float | None]:
+    """The first invoke of `function`: client round trip (s) and the service's Init Duration (ms)."""
+    headers = {"Content-Type": "application/json", "X-Amz-Log-Type": "Tail"}
+    start = time.perf_counter()
+    conn.request("POST", f"/2015-03-31/functions/{function}/invocations", PAYLOAD, headers)
+    response = conn.getresponse()
+    body = response.read()
+    elapsed = time.perf_counter() - start
+    if response.status != 200 or json.loads(body) != EVENT:
+        raise InvokeFailed(f"cold invoke of {function}: HTTP {response.status}: {body[:300]!r}")
+    tail = base64.b64decode(response.headers.get("X-Amz-Log-Result") or "")
+    match = _INIT_DURATION.search(tail)
+    return elapsed, float(match[1]) if match else None
+
+
+def measure(service_port: int, functions: list[str], floor: BwrapFloor, *, warmup: int) -> dict[str, Any]:
+    """Alternate: a cold invoke of the next unused function, then a floor sandbox (order flips each
+    sample), then one of the breakdown measurements in turn. The first `warmup` rounds are dropped."""
+    conn = http.client.HTTPConnection("127.0.0.1", service_port, timeout=60)
+    samples: dict[str, list[float]] = {"service": [], "floor": [], "init": []}
+    parts: dict[str, Any] = {
+        "bwrap_true": lambda: floor.run(("/usr/bin/true",)),
+        "python_pass_unsandboxed": lambda: python_pass_unsandboxed(floor.interpreter),
+        "bwrap_import_bootstrap": floor.import_bootstrap,
+    }
+    part_names = list(parts)
+    try:
+        for i, function in enumerate(functions):
+            if i % 2:
+                f = floor.python_pass()
+                s, init = cold_invoke(conn, function)
+            else:
+                s, init = cold_invoke(conn, function)
+                f = floor.python_pass()
+            name = part_names[i % len(part_names)]
+            part = parts[name]()
+            if i < warmup:
+                continue
+            samples["service"].append(s)
+            samples["floor"].append(f)
+            if init is not None:
+                samples["init"].append(init / 1000)
+            samples.setdefault(name, []).append(part)
+    finally:
+        conn.close()
+    return {
+        "service": summary_ms(samples["service"]),
+        "floor": summary_ms(samples["floor"]),
+        "service_init_duration_ms": summary_ms(samples["init"]),
+        **{name: summary_ms(samples.get(name, [])) for name in part_names},
+        "interpreter": floor.interpreter,
+    }
