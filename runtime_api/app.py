@@ -14,10 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__
-from .config import Settings
 from .errors import LambdaServiceError, MethodNotAllowedException, ServiceException, UnknownOperationException
 from .events import EventQueue
-from .functions import FunctionRegistry
 from .invoke import invoke
 from .logs import get_logger
 from .service import Service
@@ -77,10 +75,11 @@ async def health(request: Request) -> Response:
     )
 
 
-def create_app(settings: Settings, registry: FunctionRegistry) -> Starlette:
+def create_app(service: Service) -> Starlette:
+    settings = service.settings
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        service = Service(settings, registry)
         app.state.service = service
         app.state.events = EventQueue(service, retry_delay=settings.event_retry_delay_seconds)
         try:

@@ -13,7 +13,7 @@ from . import __version__
 from .config import ConfigError, Settings
 from .functions import FunctionRegistry, parse_function_name
 from .logs import configure_logging, get_logger
-from .service import StartupError, preflight
+from .service import Service, StartupError, preflight
 from .template import TemplateError, load_template
 
 _COMMANDS = ("serve", "invoke")
@@ -23,10 +23,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-t", "--template", type=Path, help="SAM template (default: $SANDBOX_TEMPLATE)")
     parser.add_argument(
         "--parameter-overrides",
-        nargs="*",
+        action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="template parameter values, e.g. Stage=dev",
+        metavar="'KEY=VALUE ...'",
+        help="template parameter values as SAM takes them: 'Stage=dev Size=2' or "
+        "'ParameterKey=Stage,ParameterValue=dev'; repeatable",
     )
     parser.add_argument(
         "--strict-runtimes",
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+def _settings(args: argparse.Namespace, defaults: dict[str, Any] | None = None, **extra: Any) -> Settings:
     overrides = {
         "template": args.template,
         "strict_runtimes": args.strict_runtimes,
@@ -85,21 +86,31 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         "log_format": args.log_format,
         **extra,
     }
-    return Settings.load(overrides)
+    return Settings.load(overrides, defaults=defaults)
+
+
+def _parameter_overrides(values: list[str]) -> dict[str, str]:
+    overrides = {}
+    for item in (word for value in values for word in value.split()):
+        if item.startswith("ParameterKey="):
+            key_part, _, value_part = item.partition(",")
+            if not value_part.startswith("ParameterValue="):
+                raise TemplateError(f"--parameter-overrides: expected ParameterKey=K,ParameterValue=V, got {item!r}")
+            key, value = key_part.removeprefix("ParameterKey="), value_part.removeprefix("ParameterValue=")
+        else:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise TemplateError(f"--parameter-overrides expects KEY=VALUE, got {item!r}")
+        overrides[key] = value
+    return overrides
 
 
 def _registry(settings: Settings, args: argparse.Namespace) -> FunctionRegistry:
     if settings.template is None:
         raise TemplateError("no template given: pass --template PATH or set SANDBOX_TEMPLATE")
-    overrides = {}
-    for item in args.parameter_overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise TemplateError(f"--parameter-overrides expects KEY=VALUE, got {item!r}")
-        overrides[key] = value
     template = load_template(
         settings.template,
-        parameter_overrides=overrides,
+        parameter_overrides=_parameter_overrides(args.parameter_overrides),
         region=settings.region,
         account_id=settings.account_id,
     )
@@ -120,8 +131,10 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     registry = _registry(settings, args)
     preflight()
+    service = Service(settings, registry)
+    service.resolve_runtimes()
     config = uvicorn.Config(
-        create_app(settings, registry),
+        create_app(service),
         host=settings.host,
         port=settings.port,
         http="httptools",
@@ -146,9 +159,9 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
 
 
 def _invoke(args: argparse.Namespace) -> int:
-    settings = _settings(args, pool_size=0)
+    settings = _settings(args, defaults={"log_level": "warning"}, pool_size=0)
     fmt = "console" if settings.log_format == "auto" else settings.log_format  # stderr is for people here
-    configure_logging(settings.log_level if args.log_level else "warning", fmt)
+    configure_logging(settings.log_level, fmt)
     registry = _registry(settings, args)
     preflight()
     ref = parse_function_name(args.function)
@@ -167,25 +180,33 @@ def _invoke(args: argparse.Namespace) -> int:
     if args.event == "-":
         payload = sys.stdin.buffer.read()
     elif args.event:
-        payload = Path(args.event).read_bytes()
+        try:
+            payload = Path(args.event).read_bytes()
+        except OSError as exc:
+            print(f"sandbox-runtime: cannot read the event file {args.event}: {exc.strerror}", file=sys.stderr)
+            return 2
     else:
         payload = b"{}"
-    return asyncio.run(_invoke_once(settings, registry, function, payload))
+    # Only the invoked function is prepared (staged, its runtime resolved), not the whole template.
+    only = FunctionRegistry([function], region=settings.region, account_id=settings.account_id)
+    return asyncio.run(_invoke_once(settings, only, function, payload))
 
 
 def _stderr_sink(function: Any, request_id: str | None, line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # nobody is reading stderr any more; the result still goes to stdout
 
 
 async def _invoke_once(settings: Settings, registry: FunctionRegistry, function: Any, payload: bytes) -> int:
     from .errors import LambdaServiceError
     from .invocation import Invocation
-    from .service import Service
 
     service = Service(settings, registry, log_sink=_stderr_sink)
-    await service.start(prestart=False)
     try:
+        await service.start(prestart=False)
         result = await service.invoke(Invocation(function=function, payload=payload.strip() or b"{}"))
     except LambdaServiceError as exc:
         print(f"sandbox-runtime: {exc.code}: {exc.message}", file=sys.stderr)

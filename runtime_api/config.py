@@ -49,7 +49,8 @@ class Settings:
     timeout_seconds: int = field(default=300, metadata={"env": "SANDBOX_TIMEOUT_SECONDS"})
     pool_size: int = field(default=2, metadata={"env": "SANDBOX_POOL_SIZE"})
     # Execution model.
-    max_concurrency: int = field(default=64, metadata={"env": "SANDBOX_MAX_CONCURRENCY"})
+    max_concurrency: int = field(default=64, metadata={"env": "SANDBOX_MAX_CONCURRENCY"})  # per function
+    max_environments: int = field(default=256, metadata={"env": "SANDBOX_MAX_ENVIRONMENTS"})  # all functions
     queue_timeout_seconds: float = field(default=1.0, metadata={"env": "SANDBOX_QUEUE_TIMEOUT"})
     keep_alive_seconds: float = field(default=600.0, metadata={"env": "SANDBOX_KEEP_ALIVE"})
     init_timeout_seconds: float = field(default=10.0, metadata={"env": "SANDBOX_INIT_TIMEOUT"})
@@ -66,10 +67,16 @@ class Settings:
     log_format: str = field(default="auto", metadata={"env": "SANDBOX_LOG_FORMAT"})  # auto | json | console
 
     @classmethod
-    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-        """Defaults < environment < `overrides` (flags; None values mean "not given")."""
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Defaults (the fields', then a command's own `defaults`) < environment < `overrides`
+        (flags; None values mean "not given")."""
         environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         for f in fields(cls):
             name = f.metadata["env"]
             if name in environ:
@@ -94,6 +101,8 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative")
         if self.max_concurrency < 1:
             raise ConfigError("SANDBOX_MAX_CONCURRENCY must be at least 1")
+        if self.max_environments < 1:
+            raise ConfigError("SANDBOX_MAX_ENVIRONMENTS must be at least 1")
         if self.log_format not in {"auto", "json", "console"}:
             raise ConfigError(f"SANDBOX_LOG_FORMAT must be auto, json or console, got {self.log_format!r}")
 

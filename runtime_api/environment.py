@@ -1,12 +1,15 @@
 """One execution environment: a sandbox running one bootstrap for one function version.
 
-    STARTING ──first /next──► READY ◄──/next after an answer── BUSY
-        │                       └──────── assign ─────────────►│
-        └── /init/error, crash, init timeout ──► FAILED         └── timeout, crash ──► STOPPED
+    STARTING ──first /next──► READY ──assign──► BUSY ──/next after the answer──► READY
+        │                                        │
+        └── /init/error, crash, init timeout     └── timeout, crash ──► STOPPED
+                      ──► FAILED
 
-Every transition is a method here; the Runtime API routes only translate HTTP into these calls and
-the pool only assigns invocations to READY (or still STARTING) environments. An invocation is
-*pending* once assigned and *current* once the runtime has fetched it from /next.
+Every transition is a method here; the Runtime API routes only translate HTTP into these calls.
+An invocation is *pending* once assigned and *current* once the runtime has fetched it from /next.
+The pool is told an environment is available when its first init completes and as soon as it has
+answered an invocation (its runtime is about to poll /next again), so it may be assigned the next
+invocation while still BUSY with nothing left to do; the runtime then gets it on its next /next.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ class Environment:
         self._init_timed_out = False
         self._init_log = LogTail()
         self._partial = b""
+        self._sink_failed = False
         self._spawned_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -203,6 +207,7 @@ class Environment:
         invocation = self._answerable(request_id, "InvocationResponse")
         if size > MAX_RESPONSE_BYTES:
             self._finish(invocation, response_too_large_error(size), "Function.ResponseSizeTooLarge")
+            self._available()  # a runtime that carries on after the 413 stays usable
             raise RuntimeAPIError(
                 413,
                 "RequestEntityTooLarge",
@@ -219,6 +224,7 @@ class Environment:
     def post_invalid_response_mode(self, request_id: str) -> None:
         invocation = self._answerable(request_id, "InvocationResponse")
         self._finish(invocation, b"", "Runtime.InvalidResponseModeHeader")
+        self._available()
 
     def post_init_error(self, error_type: str | None, body: bytes, content_type: str | None) -> None:
         if self.init_duration_ms is not None or self._init_error is not None or not self.alive:
@@ -347,7 +353,7 @@ class Environment:
 
     def _platform_line(self, invocation: Invocation, line: str) -> None:
         invocation.log.append(line.encode() + b"\n")
-        self._sink(self.function, invocation.request_id, line)
+        self._log(invocation.request_id, line)
 
     def _read_output(self) -> None:
         assert self._sandbox is not None
@@ -393,7 +399,16 @@ class Environment:
             invocation.log.append(line + b"\n")
         else:
             self._init_log.append(line + b"\n")
-        self._sink(self.function, invocation.request_id if invocation else None, line.decode(errors="replace"))
+        self._log(invocation.request_id if invocation else None, line.decode(errors="replace"))
+
+    def _log(self, request_id: str | None, line: str) -> None:
+        """Hand a line to the log sink; a failing sink (a closed stderr) never stops an invocation."""
+        try:
+            self._sink(self.function, request_id, line)
+        except Exception:
+            if not self._sink_failed:
+                self._sink_failed = True
+                log.error("environment.log_sink_failed", function=self.function.name, exc_info=True)
 
     def describe(self) -> dict[str, Any]:
         return {

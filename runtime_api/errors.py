@@ -76,6 +76,8 @@ class ResourceConflictException(LambdaServiceError):
 
 class InvalidRuntimeException(LambdaServiceError):
     status = 502
+    fault = "Service"
+    message_key = "Message"
 
 
 class ServiceException(LambdaServiceError):

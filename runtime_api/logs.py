@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -26,11 +27,21 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level.lower(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=lambda *args: _SafePrintLogger(stream),
         cache_logger_on_first_use=True,
     )
     # Libraries that use stdlib logging (uvicorn) follow the same level, on the same stream.
     logging.basicConfig(level=_LEVELS.get(level.lower(), logging.INFO), stream=stream, format="%(message)s")
+
+
+class _SafePrintLogger(structlog.PrintLogger):
+    """A log stream that has gone away (a closed pipe) must not break what is being logged about."""
+
+    def msg(self, message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            super().msg(message)
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
 
 
 def get_logger(name: str) -> Any:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from sandbox import SandboxError, UidExhausted
 
+from .capacity import Capacity
 from .environment import Environment, State
 from .errors import ServiceException, TooManyRequestsException
 from .functions import FunctionSpec
@@ -32,6 +33,7 @@ class FunctionPool:
         function: FunctionSpec,
         new_environment: EnvironmentFactory,
         *,
+        capacity: Capacity,
         max_concurrency: int,
         queue_timeout: float,
         pool_size: int,
@@ -39,6 +41,8 @@ class FunctionPool:
     ) -> None:
         self.function = function
         self._new_environment = new_environment
+        self.capacity = capacity
+        capacity.pools.append(self)
         reserved = function.reserved_concurrency
         self.reserved = reserved is not None
         self.limit = reserved if reserved is not None else max_concurrency
@@ -46,6 +50,7 @@ class FunctionPool:
         self.pool_size = min(pool_size, self.limit)
         self.keep_alive = keep_alive
         self.environments: set[Environment] = set()
+        self._counted: set[Environment] = set()  # environments holding a place in `capacity`
         # Environments that can take an invocation, in order of availability (an ordered set):
         # the most recently used is reused first, so the others age out.
         self._idle: dict[Environment, None] = {}
@@ -72,7 +77,7 @@ class FunctionPool:
             if env.state is State.STARTING and not env.has_work:
                 env.assign(invocation)
                 return
-        if len(self.environments) < self.limit:
+        if len(self.environments) < self.limit and self.capacity.acquire():
             self._spawn(invocation)
             return
         if self.limit == 0 or self.queue_timeout <= 0:
@@ -98,11 +103,42 @@ class FunctionPool:
 
     def prestart(self) -> None:
         while not self._closing and not self._init_failing and len(self.environments) < self.pool_size:
+            if not self.capacity.acquire():
+                return
             self._spawn(None)
 
+    def start_queued(self) -> None:
+        """Start environments for queued invocations while this function and the machine allow."""
+        while self._queue and len(self.environments) < self.limit:
+            if self._queue[0].future.done():
+                self._queue.popleft()  # throttled while it waited
+                continue
+            if not self.capacity.acquire():
+                return
+            self._spawn(self._queue.popleft())
+
+    def least_recently_used_idle(self) -> Environment | None:
+        for env in self._idle:  # in order of availability: the first is the oldest
+            if env.alive and not env.has_work:
+                return env
+        return None
+
+    def evict(self, env: Environment) -> None:
+        """Stop an idle environment to give its place to another function's invocation."""
+        self._idle.pop(env, None)
+        self._uncount(env, wake=False)  # its place goes to the environment that asked for it
+        env.stop()
+
+    def _uncount(self, env: Environment, *, wake: bool = True) -> None:
+        if env in self._counted:
+            self._counted.discard(env)
+            self.capacity.release(wake=wake)
+
     def _spawn(self, invocation: Invocation | None) -> None:
+        """Start an environment; the caller has acquired its place in `capacity`."""
         env = self._new_environment(self)
         self.environments.add(env)
+        self._counted.add(env)
         if invocation is not None:
             self.cold_starts += 1
             env.assign(invocation)
@@ -115,6 +151,7 @@ class FunctionPool:
             log.error("environment.start_failed", function=self.function.name, error=str(exc))
             env.state = State.FAILED
             self.environments.discard(env)
+            self._uncount(env)
             if invocation is not None and not invocation.future.done():
                 error = (
                     TooManyRequestsException("Rate Exceeded.", reason="ConcurrentInvocationLimitExceeded")
@@ -137,6 +174,7 @@ class FunctionPool:
     def on_stopped(self, env: Environment, undelivered: Invocation | None) -> None:
         self.environments.discard(env)
         self._idle.pop(env, None)
+        self._uncount(env)
         if env.init_duration_ms is None:
             self._init_failing = True
         log.debug(
@@ -152,8 +190,7 @@ class FunctionPool:
                 self.dispatch(undelivered)
             except Exception as exc:
                 undelivered.future.set_exception(exc)
-        while self._queue and len(self.environments) < self.limit:
-            self._spawn(self._queue.popleft())
+        self.start_queued()
         self.prestart()
 
     def reap_idle(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from sandbox import CodeStager, SandboxSpec, UidPool
 from sandbox.bwrap import BwrapBackend
 
+from .capacity import Capacity
 from .config import Settings
 from .environment import Environment, LogSink
 from .errors import InvalidRuntimeException
@@ -31,6 +32,23 @@ log = get_logger("service")
 function_log = get_logger("function")
 
 
+_STATE_PREFIX = "sandbox-runtime-"
+
+
+def _remove_stale_state_dirs() -> None:
+    """Remove the temporary state folders of services that died without cleaning up (SIGKILL)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{_STATE_PREFIX}*-*"):
+        pid = path.name.removeprefix(_STATE_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or not path.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
 class StartupError(Exception):
     """The service cannot run on this machine as configured; the message says what to do."""
 
@@ -40,7 +58,7 @@ def preflight() -> None:
         # Each sandbox runs as its own unprivileged uid, and the service opens the sandbox's
         # Runtime API listener inside the sandbox's network namespace: both need root.
         raise StartupError(
-            "sandbox-runtime must run as root (it switches every sandbox to its own unprivileged uid); "
+            "must run as root (it switches every sandbox to its own unprivileged uid); "
             "run it with sudo or in the container image"
         )
     if shutil.which("bwrap") is None:
@@ -58,6 +76,7 @@ class Service:
         self.log_sink = log_sink
         self.resolver = RuntimeResolver(strict=settings.strict_runtimes)
         self.pools: dict[str, FunctionPool] = {}
+        self.capacity = Capacity(settings.max_environments)
         self.unavailable: dict[str, str] = {}  # function name -> why it cannot run
         self._launches: dict[str, RuntimeLaunch] = {}
         self._code: dict[str, Path] = {}
@@ -84,16 +103,11 @@ class Service:
                 detail="outbound network for sandboxes is not implemented yet: every sandbox reaches only its "
                 "own Runtime API (SANDBOX_ALLOW_NETWORK is ignored)",
             )
+        self.resolve_runtimes()
         for function in self.registry:
-            try:
-                launch = self.resolver.resolve(function.runtime)
-            except RuntimeUnavailable as exc:
-                if settings.strict_runtimes and function.runtime.startswith("python"):
-                    raise
-                self.unavailable[function.name] = str(exc)
-                log.warning("function.unavailable", function=function.name, reason=str(exc))
+            launch = self._launches.get(function.name)
+            if launch is None:
                 continue
-            self._launches[function.name] = launch
             self._code[function.name] = await asyncio.to_thread(stager.stage, function.code_dir, name=function.name)
             if not launch.uses_bootstrap and not os.access(self._code[function.name] / "bootstrap", os.X_OK):
                 log.warning(
@@ -101,8 +115,6 @@ class Service:
                     function=function.name,
                     detail=f"{function.runtime} runs the executable 'bootstrap' in CodeUri, which is missing",
                 )
-        for warning in self.resolver.warnings:
-            log.warning("runtime.fallback", detail=warning)
         self._runtime_dir = await asyncio.to_thread(
             stage_bootstrap, self._state_dir / "runtime", self.resolver.interpreters()
         )
@@ -120,6 +132,22 @@ class Service:
             state_dir=str(self._state_dir),
         )
 
+    def resolve_runtimes(self) -> None:
+        """Decide how each function runs; StartupError when --strict-runtimes refuses one. Runs
+        before anything starts, so a refusal is a clean message, not a failed start-up."""
+        if self._launches or self.unavailable:
+            return
+        for function in self.registry:
+            try:
+                self._launches[function.name] = self.resolver.resolve(function.runtime)
+            except RuntimeUnavailable as exc:
+                if self.settings.strict_runtimes and function.runtime.startswith("python"):
+                    raise StartupError(f"function {function.name}: {exc}") from None
+                self.unavailable[function.name] = str(exc)
+                log.warning("function.unavailable", function=function.name, reason=str(exc))
+        for warning in self.resolver.warnings:
+            log.warning("runtime.fallback", detail=warning)
+
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
@@ -134,7 +162,8 @@ class Service:
             path = self.settings.state_dir
             path.mkdir(parents=True, exist_ok=True)
         else:
-            path = Path(tempfile.mkdtemp(prefix="sandbox-runtime-"))
+            _remove_stale_state_dirs()
+            path = Path(tempfile.mkdtemp(prefix=f"{_STATE_PREFIX}{os.getpid()}-"))
             self._owns_state_dir = True
         # Sandbox uids must be able to traverse it to reach the staged code (never to list it).
         os.chmod(path, 0o711)
@@ -153,6 +182,7 @@ class Service:
         return FunctionPool(
             function,
             self._new_environment,
+            capacity=self.capacity,
             max_concurrency=self.settings.max_concurrency,
             queue_timeout=self.settings.queue_timeout_seconds,
             pool_size=self.settings.pool_size,
@@ -196,6 +226,7 @@ class Service:
 
     def describe(self) -> dict[str, Any]:
         return {
+            "environments": {"live": self.capacity.live, "limit": self.capacity.limit},
             "functions": {name: pool.describe() for name, pool in self.pools.items()},
             "unavailable": dict(self.unavailable),
             "backend": self._backend.status().__dict__ if self._backend else None,

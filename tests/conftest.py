@@ -30,6 +30,21 @@ _UID_BLOCK = 500
 _uid_blocks = itertools.count((os.getpid() * 7) % 1000)
 
 
+_session_logs: Path | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _service_logs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Service logs go to this session's pytest temp folder (pytest keeps the last few)."""
+    global _session_logs
+    _session_logs = tmp_path_factory.mktemp("service-logs")
+
+
+def _log_dir() -> Path:
+    assert _session_logs is not None, "ServiceProcess needs the _service_logs fixture"
+    return _session_logs
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,14 +58,21 @@ def sandbox_processes(uid_range: tuple[int, int]) -> list[str]:
 
 
 class ServiceProcess:
-    def __init__(self, template: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        template: Path,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        log_dir: Path | None = None,
+    ) -> None:
         self.port = free_port()
         # Each service gets its own block of sandbox uids, so leftovers can be told apart from
         # the sandboxes of other services running at the same time.
         first = 300000 + (next(_uid_blocks) % 1000) * _UID_BLOCK
         self.uid_range = (first, first + _UID_BLOCK - 1)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sandbox-runtime-test-{self.port}.log"
+        self.log_path = (log_dir or _log_dir()) / f"service-{self.port}.log"
         environment = {
             **os.environ,
             "SANDBOX_POOL_SIZE": "0",

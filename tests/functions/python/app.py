@@ -111,3 +111,29 @@ def probe(event, context):
 
 def payload_json(event, context):
     return json.dumps(event)
+
+
+def lifecycle(event, context):
+    """Counts invocations in /tmp, and can sleep or exit on demand: shows which environment ran."""
+    count = counter(event, context)["count"]
+    if event.get("seconds"):
+        time.sleep(event["seconds"])
+    if "exit" in event:
+        os._exit(event["exit"])
+    return {
+        "count": count,
+        "started_at": STARTED_AT,
+        "log_stream": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"],
+        "pid": os.getpid(),
+    }
+
+
+def connect(event, context):
+    """Try a TCP connection to event host:port from inside the sandbox."""
+    import socket
+
+    try:
+        with socket.create_connection((event["host"], event["port"]), timeout=event.get("timeout", 3)):
+            return {"result": "connected"}
+    except OSError as exc:
+        return {"result": type(exc).__name__, "errno": exc.errno}
