@@ -24,7 +24,7 @@ from typing import Any
 
 from runtime_api.functions import FunctionSpec
 from runtime_api.lambda_env import function_environment
-from runtime_api.runtimes import _LAUNCH, RuntimeResolver, stage_bootstrap
+from runtime_api.runtimes import _LAUNCH, RuntimeResolver, provision_runtime_dir
 from sandbox import CodeStager, SandboxSpec, UidPool
 from sandbox.bwrap import BwrapBackend
 
@@ -50,7 +50,7 @@ class BwrapFloor:
         code = CodeStager(state / "code").stage(FUNCTIONS / "echo", name="bench-floor")
         # /var/runtime as the service lays it out (the bootstrap, byte-compiled), so the breakdown
         # can time importing it; `-c pass` never reads it, only binds it.
-        runtime_dir = stage_bootstrap(state / "runtime", [launch.interpreter])
+        runtime_dir = provision_runtime_dir(state / "runtime-cache", [launch.interpreter])
         function = FunctionSpec(name="bench-floor", handler="app.handler", runtime=RUNTIME, code_dir=code)
         self._spec_args = {
             "env": function_environment(function, launch, region="us-east-1"),

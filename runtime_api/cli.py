@@ -206,7 +206,7 @@ async def _invoke_once(settings: Settings, registry: FunctionRegistry, function:
 
     service = Service(settings, registry, log_sink=_stderr_sink)
     try:
-        await service.start(prestart=False)
+        await service.start(warm_up=False)
         result = await service.invoke(Invocation(function=function, payload=payload.strip() or b"{}"))
     except LambdaServiceError as exc:
         print(f"sandbox-runtime: {exc.code}: {exc.message}", file=sys.stderr)

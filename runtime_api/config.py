@@ -59,6 +59,8 @@ class Settings:
     strict_runtimes: bool = field(default=False, metadata={"env": "SANDBOX_STRICT_RUNTIMES"})
     uid_range: tuple[int, int] = field(default=(200000, 265535), metadata={"env": "SANDBOX_UID_RANGE"})
     state_dir: Path | None = field(default=None, metadata={"env": "SANDBOX_STATE_DIR"})
+    # Built once, reused by every start: /var/runtime (bootstrap + SDK) compiled per interpreter.
+    cache_dir: Path = field(default=Path("/var/cache/sandbox-runtime"), metadata={"env": "SANDBOX_CACHE_DIR"})
     # AWS identity the service presents.
     region: str = field(default="us-east-1", metadata={"env": "SANDBOX_REGION"})
     account_id: str = field(default="123456789012", metadata={"env": "SANDBOX_ACCOUNT_ID"})
@@ -124,6 +126,8 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
         return float(raw)
     if kind == "Path | None":
         return Path(raw) if raw else None
+    if kind == "Path":
+        return Path(raw)
     if kind == "tuple[int, int]":
         return _uid_range(raw)
     return raw

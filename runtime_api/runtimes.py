@@ -10,14 +10,20 @@ read-only when every folder above it is world-searchable.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import re
 import shutil
 import stat
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from sandbox.staging import fingerprint, stage_tree
 
 BOOTSTRAP_PACKAGE = "sandbox_bootstrap"
 _BOOTSTRAP_SOURCE = Path(__file__).resolve().parent.parent / "bootstrap"
@@ -175,22 +181,91 @@ def _version_of(interpreter: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def stage_bootstrap(runtime_dir: Path, interpreters: Iterable[Path]) -> Path:
-    """Lay out /var/runtime in `runtime_dir` (made anew): our bootstrap package, world-readable and
-    byte-compiled for each interpreter, since the sandbox cannot write __pycache__ itself."""
-    if runtime_dir.exists():
-        shutil.rmtree(runtime_dir)
-    runtime_dir.mkdir(mode=0o755)
-    os.chmod(runtime_dir, 0o755)
-    package = runtime_dir / BOOTSTRAP_PACKAGE
-    shutil.copytree(_BOOTSTRAP_SOURCE, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+# What Lambda's Python runtimes carry in /var/runtime besides the runtime client: the AWS SDK.
+# Handlers commonly create boto3 clients at import time, so they must be importable as on AWS.
+_SDK_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
+
+
+def provision_runtime_dir(cache_root: Path, interpreters: Iterable[Path]) -> Path:
+    """The folder mounted at /var/runtime: our bootstrap and the SDK, world-readable and
+    byte-compiled for each interpreter (the sandbox cannot write __pycache__). Built once per
+    content and interpreter set under `cache_root`, then reused by every later start."""
+    interpreters = sorted(set(interpreters))
+    sources = {BOOTSTRAP_PACKAGE: _BOOTSTRAP_SOURCE, **_sdk_sources()}
+    key = hashlib.sha256()
+    for name, source in sorted(sources.items()):
+        key.update(f"{name}\0{fingerprint(source) if source.is_dir() else source.stat().st_mtime_ns}\n".encode())
     for interpreter in interpreters:
-        subprocess.run(
-            [str(interpreter), "-m", "compileall", "-q", str(package)], check=False, env={}, capture_output=True
-        )
-    for root, dirs, files in os.walk(runtime_dir):
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o755)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o644)
+        key.update(f"{interpreter}\0{interpreter.stat().st_mtime_ns}\n".encode())
+    runtime_dir = cache_root / f"runtime-{key.hexdigest()[:20]}"
+    if runtime_dir.is_dir():
+        os.utime(runtime_dir)  # marks it in use for pruning
+        return runtime_dir
+    cache_root.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache_root, 0o755)
+    building = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_root))
+    try:
+        for name, source in sources.items():
+            if source.is_dir():
+                stage_tree(source, building / name)
+            else:
+                shutil.copyfile(source, building / source.name)
+        for interpreter in interpreters:
+            compile_python_tree(interpreter, building)
+        for root, dirs, files in os.walk(building):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o644)
+        os.chmod(building, 0o755)
+        try:
+            os.rename(building, runtime_dir)
+        except OSError:  # another service built the same folder meanwhile
+            shutil.rmtree(building, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    _prune(cache_root, keep=runtime_dir)
     return runtime_dir
+
+
+_COMPILE = "import py_compile, sys\nfor f in sys.stdin.read().split('\\0'):\n    py_compile.compile(f, quiet=2)\n"
+
+
+def compile_python_tree(interpreter: Path, tree: Path) -> None:
+    """Byte-compile the regular .py files under `tree` for `interpreter`, writing __pycache__ there.
+
+    Only files listed here are compiled, never through a symbolic link: this runs as root over
+    code a template names, and a link could otherwise pull a host file into readable bytecode.
+    """
+    files = []
+    for root, dirs, names in os.walk(tree):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        files += [os.path.join(root, n) for n in names if n.endswith(".py") and _is_regular(os.path.join(root, n))]
+    if files:
+        subprocess.run(
+            [str(interpreter), "-I", "-c", _COMPILE], input="\0".join(files), text=True, env={}, capture_output=True
+        )
+
+
+def _is_regular(path: str) -> bool:
+    return stat.S_ISREG(os.lstat(path).st_mode)
+
+
+def _sdk_sources() -> dict[str, Path]:
+    sources = {}
+    for name in _SDK_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        sources[name] = origin.parent if origin.name == "__init__.py" else origin
+    return sources
+
+
+def _prune(cache_root: Path, keep: Path, max_age_days: float = 7) -> None:
+    """Remove runtime folders no service has used for a week."""
+    cutoff = time.time() - max_age_days * 86400
+    for path in cache_root.glob("runtime-*"):
+        if path != keep and path.stat().st_mtime < cutoff:
+            shutil.rmtree(path, ignore_errors=True)

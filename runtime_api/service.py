@@ -26,7 +26,7 @@ from .lambda_env import function_environment
 from .logs import get_logger
 from .pool import FunctionPool
 from .runtime import RuntimeAPIServer
-from .runtimes import RuntimeLaunch, RuntimeResolver, RuntimeUnavailable, stage_bootstrap
+from .runtimes import RuntimeLaunch, RuntimeResolver, RuntimeUnavailable, compile_python_tree, provision_runtime_dir
 
 log = get_logger("service")
 function_log = get_logger("function")
@@ -86,10 +86,13 @@ class Service:
         self._runtime_api: RuntimeAPIServer | None = None
         self._runtime_dir: Path | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- start and stop -------------------------------------------------------------------------
 
-    async def start(self, *, prestart: bool = True) -> None:
+    async def start(self, *, warm_up: bool = True) -> None:
+        """Prepare every function. `warm_up` (for a long-lived service) pre-starts environments and
+        byte-compiles staged code in the background; a one-shot invoke skips both."""
         settings = self.settings
         self._state_dir = self._make_state_dir()
         stager = CodeStager(self._state_dir / "code")
@@ -108,7 +111,9 @@ class Service:
             launch = self._launches.get(function.name)
             if launch is None:
                 continue
-            self._code[function.name] = await asyncio.to_thread(stager.stage, function.code_dir, name=function.name)
+            self._code[function.name] = await asyncio.to_thread(
+                stager.stage, function.code_dir, name=function.code_dir.name
+            )
             if not launch.uses_bootstrap and not os.access(self._code[function.name] / "bootstrap", os.X_OK):
                 log.warning(
                     "function.no_bootstrap",
@@ -116,14 +121,24 @@ class Service:
                     detail=f"{function.runtime} runs the executable 'bootstrap' in CodeUri, which is missing",
                 )
         self._runtime_dir = await asyncio.to_thread(
-            stage_bootstrap, self._state_dir / "runtime", self.resolver.interpreters()
+            provision_runtime_dir, settings.cache_dir, self.resolver.interpreters()
         )
         for function in self.registry:
             if function.name in self._launches:
                 self.pools[function.name] = self._make_pool(function)
-        if prestart:
+        if warm_up:
             for pool in self.pools.values():
                 pool.prestart()
+            # The sandbox cannot write __pycache__ into /var/task: compile once here instead of
+            # at every cold start (atomic writes, so sandboxes starting meanwhile are unaffected).
+            for code_dir, interpreter in {
+                (self._code[name], launch.interpreter) for name, launch in self._launches.items() if launch.interpreter
+            }:
+                task = asyncio.get_running_loop().create_task(
+                    asyncio.to_thread(compile_python_tree, interpreter, code_dir)
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
         log.info(
             "service.ready",
@@ -152,6 +167,7 @@ class Service:
         if self._reaper is not None:
             self._reaper.cancel()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._backend is not None:
             await asyncio.to_thread(self._backend.close)
         if self._owns_state_dir and self._state_dir is not None:

@@ -473,3 +473,12 @@ def test_sigterm_lets_the_in_flight_invoke_finish(start_service, tmp_path):
     assert json.loads(body)["count"] == 1
     service.proc.wait(30)
     assert service.stop() == 0  # already exited: checks that no sandbox process is left
+
+
+def test_the_aws_sdk_is_importable_as_on_lambda(client):
+    """Lambda's Python runtimes carry boto3 in /var/runtime; handlers import it without vendoring."""
+    response = client.invoke(FunctionName="sdk")
+    assert "FunctionError" not in response, response["Payload"].read()
+    result = json.loads(response["Payload"].read())
+    assert result["file"].startswith("/var/runtime/boto3/")
+    assert result["service"] == "s3"
