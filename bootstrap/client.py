@@ -1,25 +1,51 @@
-"""HTTP to the Runtime API (2018-06-01) over one keep-alive connection, reused for every call.
+"""HTTP/1.1 to the Runtime API (2018-06-01) over one keep-alive connection, reused for every call.
 
-`/next` is a long poll, so no call has a timeout. A call that fails because the connection dropped
-is retried once on a fresh connection; any other failure, or a refusal (non-2xx), raises
-RuntimeClientError, after which the runtime must exit.
+A small client on a raw socket rather than `http.client`, which imports `email` and `ssl` (about 16 ms
+of a cold start), parses every response's headers with the email package, and would leave stdlib
+modules such as `email` in sys.modules, shadowing the function's own modules of the same name.
+
+- A request is one `sendall` (request line, headers, body; a body over 64 KiB follows in a second one).
+- A response is read up to the blank line after its headers (64 KiB at most), then its body by
+  Content-Length, by chunked transfer coding, or up to the end of the stream. `Connection: close`
+  (or an HTTP/1.0 answer without keep-alive) closes the connection once the body is read.
+- `/next` is a long poll, so nothing has a timeout (the socket is blocking whatever
+  `socket.setdefaulttimeout()` the function sets).
+- A call that fails before any byte of the response arrived (the server closed or reset an idle
+  keep-alive connection, or could not be reached) is retried once on a fresh connection. Any other
+  failure, a malformed response, or a refusal (non-2xx) raises RuntimeClientError, after which the
+  runtime must exit.
+- Sockets come from `_socket`, the C module under `socket`: importing `socket.py` itself (its enums,
+  `selectors`) costs about 2 ms of a cold start, and none of it is needed here. The socket class and
+  `getaddrinfo` are bound at import, so what gevent and the like patch later (`socket.socket`,
+  `socket.create_connection`, `socket.getaddrinfo`, `select.poll`) never carries Runtime API
+  traffic, nor do the `http.client` classes that APM libraries patch, never used here.
 """
 
 from __future__ import annotations
 
-import http.client
-import select
+import _socket
 import sys
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from email.message import Message
+_Socket = _socket.socket
+_getaddrinfo = _socket.getaddrinfo
+_SOCK_STREAM = _socket.SOCK_STREAM
+_IPPROTO_TCP = _socket.IPPROTO_TCP
+_TCP_NODELAY = _socket.TCP_NODELAY
+_PEEK_NOW = _socket.MSG_PEEK | _socket.MSG_DONTWAIT
 
 _RUNTIME = "/2018-06-01/runtime"
 _NEXT = _RUNTIME + "/invocation/next"
 _INIT_ERROR = _RUNTIME + "/init/error"
 _ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
-_poll, _POLLIN = select.poll, select.POLLIN  # bound now: gevent and the like replace select.poll
+
+MAX_HEAD = 64 * 1024  # status line and headers, including the blank line; also the chunked trailers
+MAX_BODY = 1 << 30  # a sanity bound on Content-Length and chunk sizes (Lambda's payloads are MBs)
+_ONE_WRITE = 64 * 1024  # bodies up to this size go in the same sendall as the headers
+_RECV = 64 * 1024
+_HEX = b"0123456789abcdefABCDEF"
+_NO_BODY = (204, 304)
+# Header values must be printable ASCII: control characters are escaped like non-ASCII ones.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
 
 
 class RuntimeClientError(Exception):
@@ -41,10 +67,9 @@ class Invocation:
         "trace_id",
     )
 
-    def __init__(self, headers: Message, body: bytes) -> None:
-        # One pass over the headers; with a repeated header the first one wins, as with Message.get.
-        values = {name.lower(): value for name, value in reversed(headers.items())}
-        get = values.get
+    def __init__(self, headers: dict[str, str], body: bytes) -> None:
+        """`headers` maps lower-case names to values (the first one, for a repeated header)."""
+        get = headers.get
         self.request_id: str = get("lambda-runtime-aws-request-id") or ""
         self.deadline_ms: str | None = get("lambda-runtime-deadline-ms")
         self.invoked_function_arn: str | None = get("lambda-runtime-invoked-function-arn")
@@ -56,36 +81,26 @@ class Invocation:
         self.body = body
 
 
-def _private_copy(cls: type, **overrides: object) -> type:
-    """A subclass carrying its own references to every method of `cls`.
-
-    APM and tracing libraries (X-Ray, Datadog, Sentry, ...) patch `http.client` classes once the
-    function imports them; the Runtime API traffic must not show up in their traces or logs.
-    """
-    namespace = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
-    namespace.update(overrides)
-    return type(cls)(f"_Runtime{cls.__name__}", (cls,), namespace)
+class MalformedResponse(Exception):
+    """The Runtime API's answer is not valid HTTP/1.1 (never retried)."""
 
 
-try:
-    _Response = _private_copy(http.client.HTTPResponse)
-    _Connection = _private_copy(http.client.HTTPConnection, response_class=_Response)
-except Exception:  # an interpreter whose class namespaces cannot be copied: do without the isolation
-    _Connection = http.client.HTTPConnection
+class _Dropped(Exception):
+    """The connection ended before any byte of the response arrived (retried once)."""
 
 
 class RuntimeClient:
     def __init__(self, address: str, user_agent: str) -> None:
         self.address = address
-        try:
-            # timeout=None, not the default: the function may call socket.setdefaulttimeout().
-            self._conn: http.client.HTTPConnection = _Connection(address, timeout=None)
-        except http.client.InvalidURL as exc:
-            raise RuntimeClientError(f"Invalid AWS_LAMBDA_RUNTIME_API {address!r}: {exc}") from None
-        self._headers = {"User-Agent": user_agent}
+        self._host, self._port = _parse_address(address)
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        if self._port != 80:
+            host = f"{host}:{self._port}"
+        self._common = f"Host: {host}\r\nUser-Agent: {_header_value(user_agent)}\r\n"
+        self._sock: _socket.socket | None = None
 
     def next_invocation(self) -> Invocation:
-        status, body, headers = self._call("GET", _NEXT, None, self._headers)
+        status, headers, body = self._call("GET", _NEXT, None, "")
         if status != 200:
             raise _refused("Failed to get next invocation", status, body)
         invocation = Invocation(headers, body)
@@ -95,52 +110,296 @@ class RuntimeClient:
 
     def post_response(self, request_id: str, body: bytes, content_type: str) -> None:
         path = f"{_RUNTIME}/invocation/{request_id}/response"
-        status, answer, _ = self._call("POST", path, body, {**self._headers, "Content-Type": content_type})
+        status, _, answer = self._call("POST", path, body, f"Content-Type: {content_type}\r\n")
         if not 200 <= status < 300:
             raise _refused("Failed to post handler success response", status, answer)
 
     def post_error(self, request_id: str, body: bytes, error_type: str) -> None:
         path = f"{_RUNTIME}/invocation/{request_id}/error"
-        status, answer, _ = self._call("POST", path, body, self._error_headers(error_type))
+        status, _, answer = self._call("POST", path, body, _error_headers(error_type))
         if not 200 <= status < 300:
             raise _refused("Failed to post handler error response", status, answer)
 
     def post_init_error(self, body: bytes, error_type: str) -> None:
-        status, answer, _ = self._call("POST", _INIT_ERROR, body, self._error_headers(error_type))
+        status, _, answer = self._call("POST", _INIT_ERROR, body, _error_headers(error_type))
         if not 200 <= status < 300:
             raise _refused("Failed to post initialization error", status, answer)
 
     def close(self) -> None:
-        self._conn.close()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
-    def _error_headers(self, error_type: str) -> dict[str, str]:
-        # Header values must be latin-1; a class name may not be.
-        safe_type = error_type.encode("ascii", "backslashreplace").decode("ascii")
-        return {**self._headers, "Content-Type": "application/json", _ERROR_TYPE: safe_type}
-
-    def _call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes, Message]:
+    def _call(self, method: str, path: str, body: bytes | None, headers: str) -> tuple[int, dict[str, str], bytes]:
+        """One exchange: (status, headers by lower-case name, body)."""
+        if not (path.isascii() and path.isprintable()) or " " in path:
+            raise RuntimeClientError(f"{method} {path!r} failed: the path is not printable ASCII")
+        head = f"{method} {path} HTTP/1.1\r\n{self._common}"
+        if body is None:
+            data, rest = (head + "\r\n").encode("ascii"), None
+        else:
+            data = f"{head}{headers}Content-Length: {len(body)}\r\n\r\n".encode("ascii")
+            if len(body) <= _ONE_WRITE:
+                data, rest = data + body, None
+            else:
+                rest = body
         for attempt in (1, 2):
-            conn = self._live_connection()
             try:
-                conn.request(method, path, body, headers)
-                response = conn.getresponse()
-                return response.status, response.read(), response.msg
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
+                return self._exchange(data, rest)
+            except (OSError, _Dropped) as exc:  # nothing of the response arrived: try a fresh connection
+                self.close()
                 if attempt == 2:
-                    raise RuntimeClientError(f"{method} {path} failed: {exc!r}") from None
+                    raise RuntimeClientError(f"{method} {path} failed: {_describe(exc)}") from None
+            except _Failed as failed:
+                self.close()
+                raise RuntimeClientError(f"{method} {path} failed: {_describe(failed.cause)}") from None
         raise AssertionError("unreachable")
 
-    def _live_connection(self) -> http.client.HTTPConnection:
-        """The connection, closed first if the server hung up while it sat idle (keep-alive timeout)."""
-        conn = self._conn
-        sock = conn.sock
-        if sock is not None:
-            poller = _poll()
-            poller.register(sock, _POLLIN)
-            if poller.poll(0):  # idle, yet readable: end of stream (or junk); reconnect either way
-                conn.close()
-        return conn
+    def _exchange(self, data: bytes, rest: bytes | None) -> tuple[int, dict[str, str], bytes]:
+        sock = self._sock
+        if sock is not None and not _idle(sock):
+            self.close()
+            sock = None
+        if sock is None:
+            sock = self._sock = self._connect()
+        sock.sendall(data)
+        if rest is not None:
+            sock.sendall(rest)
+        first = sock.recv(_RECV)
+        if not first:
+            raise _Dropped("the connection was closed before any response arrived")
+        try:
+            reader = _Reader(sock, first)
+            status, headers, body, keep_open = reader.response()
+        except (OSError, MalformedResponse) as exc:
+            raise _Failed(exc) from None
+        if not keep_open or reader.buffer:  # bytes past the response: the connection is out of step
+            self.close()
+        return status, headers, body
+
+    def _connect(self) -> _socket.socket:
+        """A blocking TCP connection with Nagle off: `socket.create_connection((host, port), None)`."""
+        error: OSError | None = None
+        for family, kind, proto, _, address in _getaddrinfo(self._host, self._port, 0, _SOCK_STREAM):
+            sock = _Socket(family, kind, proto)
+            try:
+                sock.settimeout(None)  # not the default: the function may call socket.setdefaulttimeout()
+                sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+                sock.connect(address)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            return sock
+        raise error or OSError(f"getaddrinfo returned no address for {self._host!r}")
+
+
+class _Failed(Exception):
+    """A failure once the response had started: not retried."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class _Reader:
+    """Reads one response from `sock`, starting with the bytes already received."""
+
+    __slots__ = ("buffer", "sock")
+
+    def __init__(self, sock: _socket.socket, received: bytes) -> None:
+        self.sock = sock
+        self.buffer = received
+
+    def response(self) -> tuple[int, dict[str, str], bytes, bool]:
+        """(status, headers, body, whether the connection can carry another request)."""
+        version, status, headers = self._head()
+        while 100 <= status < 200:  # interim responses (100 Continue and the like) have no body
+            version, status, headers = self._head()
+        connection = _tokens(headers.get("connection", "").lower())
+        keep_open = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+        encoding = headers.get("transfer-encoding")
+        length = headers.get("content-length")
+        if status in _NO_BODY:
+            body = b""
+        elif encoding is not None:
+            if _tokens(encoding.lower()) != ["chunked"]:
+                raise MalformedResponse(f"unsupported Transfer-Encoding {encoding!r}")
+            body = self._chunked()
+            keep_open = keep_open and length is None  # both framings: do not trust what follows
+        elif length is not None:
+            if not (length.isdigit() and length.isascii()) or len(length) > 10 or int(length) > MAX_BODY:
+                raise MalformedResponse(f"bad Content-Length {length!r}")
+            body = self._exact(int(length))
+        else:  # delimited by the end of the stream
+            body = self._until_closed()
+            keep_open = False
+        return status, headers, body, keep_open
+
+    def _head(self) -> tuple[str, int, dict[str, str]]:
+        buffer, start = self.buffer, 0
+        while True:
+            if not b"HTTP/".startswith(buffer[:5]):
+                raise MalformedResponse(f"malformed status line {buffer[:80]!r}")
+            end = buffer.find(b"\r\n\r\n", start)
+            if end >= 0:
+                break
+            if len(buffer) >= MAX_HEAD:
+                raise MalformedResponse(f"header section larger than {MAX_HEAD} bytes")
+            chunk = self.sock.recv(_RECV)
+            if not chunk:
+                raise MalformedResponse("connection closed in the middle of the response headers")
+            start = max(0, len(buffer) - 3)
+            buffer += chunk
+        if end + 4 > MAX_HEAD:
+            raise MalformedResponse(f"header section larger than {MAX_HEAD} bytes")
+        self.buffer = buffer[end + 4 :]
+        text = buffer[:end].decode("latin-1")
+        if "\r\n " in text or "\r\n\t" in text:  # obsolete line folding: the break becomes a space
+            text = text.replace("\r\n ", " ").replace("\r\n\t", " ")
+        lines = text.split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        code = rest[:3]
+        if (
+            version not in ("HTTP/1.1", "HTTP/1.0")
+            or not (code.isdigit() and code.isascii() and len(code) == 3)
+            or rest[3:4] not in ("", " ")
+        ):
+            raise MalformedResponse(f"malformed status line {lines[0][:80]!r}")
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            name = name.strip().lower()
+            if not colon or not name:
+                raise MalformedResponse(f"malformed header line {line[:80]!r}")
+            value = value.strip(" \t")
+            if name not in headers:
+                headers[name] = value
+            elif name == "content-length":
+                if value != headers[name]:
+                    raise MalformedResponse("conflicting Content-Length headers")
+            elif name in ("transfer-encoding", "connection"):
+                headers[name] += ", " + value
+        return version, int(code), headers
+
+    def _exact(self, size: int) -> bytes:
+        buffer = self.buffer
+        if len(buffer) >= size:
+            self.buffer = buffer[size:]
+            return buffer[:size] if len(buffer) > size else buffer
+        body = bytearray(size)
+        body[: len(buffer)] = buffer
+        self.buffer = b""
+        view, filled, recv_into = memoryview(body), len(buffer), self.sock.recv_into
+        while filled < size:
+            received = recv_into(view[filled:])
+            if not received:
+                raise MalformedResponse(f"connection closed after {filled} of {size} body bytes")
+            filled += received
+        return bytes(body)
+
+    def _line(self) -> bytes:
+        buffer, start = self.buffer, 0
+        while True:
+            end = buffer.find(b"\r\n", start)
+            if end >= 0:
+                break
+            if len(buffer) >= MAX_HEAD:
+                raise MalformedResponse(f"chunked body line longer than {MAX_HEAD} bytes")
+            chunk = self.sock.recv(_RECV)
+            if not chunk:
+                raise MalformedResponse("connection closed in the middle of a chunked body")
+            start = max(0, len(buffer) - 1)
+            buffer += chunk
+        self.buffer = buffer[end + 2 :]
+        return buffer[:end]
+
+    def _chunked(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self._line()
+            size_text = line.split(b";", 1)[0].strip(b" \t")
+            if not size_text or size_text.strip(_HEX) or len(size_text) > 16:
+                raise MalformedResponse(f"malformed chunk size line {line[:80]!r}")
+            size = int(size_text, 16)
+            total += size
+            if total > MAX_BODY:
+                raise MalformedResponse("chunked body too large")
+            if size == 0:
+                break
+            parts.append(self._exact(size))
+            if self._exact(2) != b"\r\n":
+                raise MalformedResponse("chunk data not followed by CRLF")
+        trailers = 0
+        while True:  # the trailer section, up to its blank line; its fields are not used
+            line = self._line()
+            if not line:
+                return b"".join(parts)
+            trailers += len(line) + 2
+            if trailers > MAX_HEAD:
+                raise MalformedResponse(f"trailer section larger than {MAX_HEAD} bytes")
+
+    def _until_closed(self) -> bytes:
+        parts = [self.buffer]
+        self.buffer = b""
+        recv = self.sock.recv
+        while True:
+            chunk = recv(_RECV)
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+
+
+def _idle(sock: _socket.socket) -> bool:
+    """True when nothing arrived on the kept-alive connection; EOF (the server hung up while it sat
+    idle) or stray bytes mean it cannot carry another exchange."""
+    try:
+        sock.recv(1, _PEEK_NOW)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `host` (port 80), as http.client reads it."""
+    host, port = address, 80
+    colon, bracket = address.rfind(":"), address.rfind("]")
+    if colon > bracket:
+        port_text = address[colon + 1 :]
+        host = address[:colon]
+        if port_text:
+            if not (port_text.isdigit() and port_text.isascii()) or int(port_text) > 65535:
+                raise RuntimeClientError(f"Invalid AWS_LAMBDA_RUNTIME_API {address!r}: bad port {port_text!r}")
+            port = int(port_text)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not (host.isascii() and host.isprintable()) or " " in host:
+        raise RuntimeClientError(f"Invalid AWS_LAMBDA_RUNTIME_API {address!r}: bad host")
+    return host, port
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, MalformedResponse):
+        return f"malformed response: {exc}"
+    if isinstance(exc, _Dropped):
+        return str(exc)
+    return repr(exc)
+
+
+def _tokens(value: str) -> list[str]:
+    return [token.strip() for token in value.split(",") if token.strip()]
+
+
+def _header_value(value: str) -> str:
+    return value.encode("ascii", "backslashreplace").decode("ascii").translate(_CONTROL_ESCAPES)
+
+
+def _error_headers(error_type: str) -> str:
+    # A class name may be any string; the header carries it as printable ASCII.
+    return f"Content-Type: application/json\r\n{_ERROR_TYPE}: {_header_value(error_type)}\r\n"
 
 
 def user_agent() -> str:

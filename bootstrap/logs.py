@@ -3,7 +3,9 @@
 - stdout/stderr are made unbuffered, so output reaches the pipe as it is written.
 - The root logger gets one handler writing to the current `sys.stdout`, in Text format
   (`[LEVEL]\\t<UTC time>.<ms>Z\\t<request id>\\t<message>\\n`) or, with AWS_LAMBDA_LOG_FORMAT=JSON,
-  one JSON object per line. AWS_LAMBDA_LOG_LEVEL sets the root level (TRACE means DEBUG).
+  one JSON object per line. AWS_LAMBDA_LOG_LEVEL sets the root level (TRACE means DEBUG). The
+  handler (module `loghandler`) is installed as `logging` is first imported, so that a function
+  that never logs does not pay for importing it at start.
 - An error reported to the Runtime API is also written to stdout: one `\\r`-joined record in Text
   mode, one JSON object with `log_level` in JSON mode.
 """
@@ -11,14 +13,16 @@
 from __future__ import annotations
 
 import io
-import json
-import logging
+import os
 import sys
 import time
-import traceback
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import logging
+    from importlib.abc import Loader
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
     from typing import Any
 
     from .marshalling import JsonCodec
@@ -37,36 +41,9 @@ TEXT_FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(
 TEXT_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 JSON_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _NO_BREAK_SPACE = "\u00a0"
-# LogRecord attributes (and ours) that are not copied into a JSON record as `extra` fields.
-_RECORD_FIELDS = frozenset(
-    (
-        "name",
-        "msg",
-        "args",
-        "levelname",
-        "levelno",
-        "pathname",
-        "filename",
-        "module",
-        "exc_info",
-        "exc_text",
-        "stack_info",
-        "lineno",
-        "funcName",
-        "created",
-        "msecs",
-        "relativeCreated",
-        "thread",
-        "threadName",
-        "processName",
-        "process",
-        "taskName",
-        "message",
-        "asctime",
-        "aws_request_id",
-        "tenant_id",
-    )
-)
+# logging's level names (logging._nameToLevel), known here without importing it.
+_LEVEL_NAMES = frozenset(("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET"))
+_STDLIB = [os.path.dirname(os.__file__)] if getattr(os, "__file__", None) else None
 
 
 class _Invocation:
@@ -86,67 +63,75 @@ def log_level_from_env(value: str | None) -> str:
     name = (value or "").upper()
     if name == "TRACE":
         name = "DEBUG"
-    return name if isinstance(logging.getLevelName(name), int) else ""
+    return name if name in _LEVEL_NAMES else ""
 
 
-class RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.aws_request_id = _Invocation.request_id
-        record.tenant_id = _Invocation.tenant_id
-        return True
+def setup_logging(json_format: bool, level: str) -> logging.Handler | None:
+    """Give the root logger our handler: now if `logging` is imported already (the handler is
+    returned), otherwise right after the first `import logging`, before that import returns.
+
+    A function that never logs then never pays for importing `logging`; one that does sees the same
+    root logger as if the runtime had set it up at start (so `logging.basicConfig` does nothing, as
+    in Lambda).
+    """
+    if "logging" in sys.modules:
+        from .loghandler import install
+
+        return install(json_format, level)
+    sys.meta_path.insert(0, _SetUpOnImport(json_format, level))
+    return None
 
 
-class StdoutHandler(logging.Handler):
-    """Writes each formatted record to whatever `sys.stdout` is at that moment."""
+class _SetUpOnImport:
+    """A meta path finder for `logging` alone: it finds the standard library's `logging` (not a
+    `logging.py` in the task root, which would not be reached on Lambda either, the runtime having
+    imported `logging` first) and installs our handler once the module has run."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stdout.write(self.format(record))
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(record)
+    def __init__(self, json_format: bool, level: str) -> None:
+        self.json_format = json_format
+        self.level = level
+        self.done = False
 
+    def find_spec(self, name: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if name != "logging" or self.done:
+            return None
+        from importlib.machinery import PathFinder
 
-class JsonFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__()
-        self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+        spec = PathFinder.find_spec(name, _STDLIB) or PathFinder.find_spec(name)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _ThenSetUp(spec.loader, self)  # type: ignore[assignment]
+        return spec
 
-    def format(self, record: logging.LogRecord) -> str:
-        level = min(50, max(0, record.levelno)) // 10 * 10
-        exc = record.exc_info if record.exc_info and record.exc_info[0] is not None else None
-        result: dict[str, Any] = {
-            "timestamp": time.strftime(JSON_DATE_FORMAT, time.gmtime(record.created)),
-            "level": logging.getLevelName(level),
-            "message": record.getMessage(),
-            "logger": record.name,
-            "stackTrace": traceback.format_tb(exc[2]) if exc else None,
-            "errorType": exc[0].__name__ if exc else None,
-            "errorMessage": str(exc[1]) if exc else None,
-            "requestId": getattr(record, "aws_request_id", None),
-            "location": f"{record.pathname}:{record.funcName}:{record.lineno}" if exc else None,
-        }
-        tenant_id = getattr(record, "tenant_id", None)
-        if tenant_id is not None:
-            result["tenantId"] = tenant_id
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_FIELDS and key not in result:
-                result[key] = value
-        return self._encode({key: value for key, value in result.items() if value is not None}) + "\n"
+    def set_up(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self in sys.meta_path:  # unless the function replaced sys.meta_path
+            sys.meta_path.remove(self)
+        from .loghandler import install
+
+        install(self.json_format, self.level)
 
 
-def setup_logging(json_format: bool, level: str) -> logging.Handler:
-    """Install the handler on the root logger (so `logging.basicConfig` then does nothing, as in Lambda)."""
-    logging.Formatter.converter = time.gmtime
-    handler = StdoutHandler()
-    handler.setFormatter(JsonFormatter() if json_format else logging.Formatter(TEXT_FORMAT, TEXT_DATE_FORMAT))
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    if level:
-        root.setLevel(level)
-    root.addHandler(handler)
-    return handler
+class _ThenSetUp:
+    """Loads a module with `loader`, then calls `finder.set_up()`. The module ends up with the real
+    loader as its `__loader__` and `__spec__.loader`, as if imported without the hook."""
+
+    def __init__(self, loader: Loader, finder: _SetUpOnImport) -> None:
+        self.loader = loader
+        self.finder = finder
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        loader = self.loader
+        module.__loader__ = loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = loader
+        loader.exec_module(module)
+        self.finder.set_up()
 
 
 def format_error_text(error: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bootstrap import client as client_module
 from bootstrap.client import RuntimeClient, RuntimeClientError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -398,14 +399,28 @@ def test_reconnects_when_the_server_drops_the_keep_alive_connection(sandbox: San
     ]
 
 
+def test_six_megabyte_event_and_result(sandbox: Sandbox, make_api) -> None:
+    sandbox.write("echo.py", "def handler(event, context):\n    return event\n")
+    big = json.dumps({"data": "é" * (3 * 1024 * 1024 - 20)}, ensure_ascii=False).encode()
+    assert len(big) > 6 * 1000 * 1000
+    api = make_api([Event("r-1", big)])
+    process = sandbox.launch(sys.executable, api, "echo.handler", AWS_EXECUTION_ENV="AWS_Lambda_python3.12")
+    assert api.idle.wait(WAIT), _stop(process)
+    _stop(process)
+    assert api.requests[1].path == "/2018-06-01/runtime/invocation/r-1/response"
+    assert api.requests[1].body == big
+
+
 # -- the client on its own ----------------------------------------------------------------------
 
 
-def test_client_retries_once_on_a_dropped_connection(sandbox: Sandbox, make_api) -> None:
+def test_client_retries_once_on_a_dropped_connection(
+    sandbox: Sandbox, make_api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api = make_api([Event("r-1"), Event("r-2")])
     api.drop_after_next = True
     client = RuntimeClient(api.address, "test-agent")
-    client._live_connection = lambda: client._conn  # type: ignore[method-assign]  # skip the idle check
+    monkeypatch.setattr(client_module, "_idle", lambda sock: True)  # skip the idle check
     try:
         assert client.next_invocation().request_id == "r-1"
         assert client.next_invocation().request_id == "r-2"  # first attempt hits the closed socket

@@ -10,7 +10,6 @@ import re
 import sys
 import textwrap
 import uuid
-from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -76,13 +75,12 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def invocation(body: bytes = b"{}", content_type: str | None = "application/json", **headers: str) -> Invocation:
-    message = Message()
-    message["Lambda-Runtime-Aws-Request-Id"] = "req-1"
+    fields = {"lambda-runtime-aws-request-id": "req-1"}
     if content_type is not None:
-        message["Content-Type"] = content_type
+        fields["content-type"] = content_type
     for name, value in headers.items():
-        message["Lambda-Runtime-" + name.replace("_", "-")] = value
-    return Invocation(message, body)
+        fields["lambda-runtime-" + name.replace("_", "-").lower()] = value
+    return Invocation(fields, body)
 
 
 def run(inv: Invocation, handler: Handler, client: RecordingClient, *, json_logs: bool = False) -> None:

@@ -8,12 +8,8 @@ import sys
 
 import pytest
 
-from bootstrap.logs import (
-    JsonFormatter,
-    log_level_from_env,
-    set_invocation,
-    setup_logging,
-)
+from bootstrap.loghandler import JsonFormatter
+from bootstrap.logs import log_level_from_env, set_invocation, setup_logging
 
 CREATED = 1714564800.123456  # 2024-05-01T12:00:00.123Z
 
