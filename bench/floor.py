@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from runtime_api.cli import SERVER_OPTIONS
 
 
 async def echo(request: Request) -> Response:
@@ -23,24 +26,11 @@ def create_app() -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
     parser = argparse.ArgumentParser(prog="python -m bench.floor")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    # The same settings as runtime_api.cli._serve (minus the service's own shutdown timeout).
-    config = uvicorn.Config(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-    )
+    config = uvicorn.Config(create_app(), host=args.host, port=args.port, **SERVER_OPTIONS)
     uvicorn.Server(config).run()
     return 0
 

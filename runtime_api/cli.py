@@ -17,6 +17,15 @@ from .service import Service, StartupError, preflight
 from .template import TemplateError, load_template
 
 _COMMANDS = ("serve", "invoke")
+# How the HTTP service is served (the benchmark's floor is served the same way).
+SERVER_OPTIONS: dict[str, Any] = {
+    "http": "httptools",
+    "loop": "uvloop",
+    "lifespan": "on",
+    "access_log": False,
+    "log_config": None,
+    "server_header": False,
+}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -137,13 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
         create_app(service),
         host=settings.host,
         port=settings.port,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        **SERVER_OPTIONS,
     )
     server = uvicorn.Server(config)
     # uvicorn drains and shuts down on SIGTERM/SIGINT, then re-raises the signal under the handlers

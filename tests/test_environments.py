@@ -6,19 +6,18 @@ Where a special configuration is needed, `start_service` runs a service over a s
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import signal
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
+from support import invoke, request_id, tail, wait_for
 
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
@@ -27,34 +26,8 @@ TOO_LARGE_MESSAGE = re.compile(
 )
 
 
-def invoke(client, name: str, event: object = None, **kwargs: object) -> tuple[dict, bytes]:
-    """Invoke synchronously; the boto3 response and the raw payload bytes."""
-    if event is not None:
-        kwargs["Payload"] = event if isinstance(event, bytes) else json.dumps(event).encode()
-    response = client.invoke(FunctionName=name, **kwargs)
-    return response, response["Payload"].read()
-
-
-def request_id(response: dict) -> str:
-    return response["ResponseMetadata"]["RequestId"]
-
-
-def tail(response: dict) -> str:
-    return base64.b64decode(response["LogResult"]).decode(errors="replace")
-
-
 def pool(service, name: str) -> dict:
     return service.health()["pools"]["functions"][name]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 def write_template(directory: Path, functions: dict[str, dict]) -> Path:

@@ -15,12 +15,13 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ServiceProcess
+from support import invoke, request_id, tail, wait_for
 
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
@@ -28,31 +29,6 @@ INVALID_REQUEST_ID = b'{"errorMessage":"Invalid request ID","errorType":"Invalid
 NOT_ALLOWED = (
     "State transition from RuntimeResponseSentState to {} failed for runtime. Error: State transition is not allowed"
 )
-
-
-def invoke(client, name: str, event: object = None, **kwargs: object) -> tuple[dict, bytes]:
-    if event is not None:
-        kwargs["Payload"] = event if isinstance(event, bytes) else json.dumps(event).encode()
-    response = client.invoke(FunctionName=name, **kwargs)
-    return response, response["Payload"].read()
-
-
-def request_id(response: dict) -> str:
-    return response["ResponseMetadata"]["RequestId"]
-
-
-def tail(response: dict) -> str:
-    return base64.b64decode(response["LogResult"]).decode(errors="replace")
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 def rules(client, scenario: str, **event: object) -> tuple[dict, bytes]:
