@@ -127,6 +127,7 @@ class Environment:
         self._init_log = LogTail()
         self._partial = b""
         self._sink_failed = False
+        self._stop_requested = False
         self._spawned_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -135,6 +136,8 @@ class Environment:
         self._spawned_at = time.perf_counter()
         self._sandbox = await self._backend.start(self._spec)
         self._loop.create_task(self._watch_exit())  # from here on, cleanup belongs to _watch_exit
+        if self._stop_requested:
+            self._sandbox.kill()  # stopped while the sandbox was being made (e.g. at shutdown)
         self._loop.add_reader(self._sandbox.output_fd, self._read_output)
         limit = self._init_limit
         if self._cold is not None and self._cold.suppressed_init:
@@ -148,10 +151,9 @@ class Environment:
 
     def stop(self) -> None:
         """Kill the sandbox; `_watch_exit` finishes the bookkeeping once it is gone."""
+        self._stop_requested = True
         if self._sandbox is not None:
             self._sandbox.kill()
-        elif self.state is not State.STOPPED:
-            self.state = State.STOPPED
 
     @property
     def alive(self) -> bool:
