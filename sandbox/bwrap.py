@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +64,7 @@ class BwrapBackend:
 
     name = "bwrap"
 
-    def __init__(self, *, uid_pool: UidPool | None, spawn_threads: int = 4, bwrap: str | None = None) -> None:
+    def __init__(self, *, uid_pool: UidPool, spawn_threads: int = 4, bwrap: str | None = None) -> None:
         self._bwrap = bwrap or shutil.which("bwrap")
         self._uid_pool = uid_pool
         # Long-lived threads: --die-with-parent fires when the *thread* that forked bwrap exits.
@@ -79,7 +80,7 @@ class BwrapBackend:
         return BackendStatus(
             self.name,
             True,
-            extra={"bwrap": self._bwrap, "distinct_uids": self._uid_pool is not None},
+            extra={"bwrap": self._bwrap, "sandbox_uids": f"{self._uid_pool.first}+{self._uid_pool.count}"},
         )
 
     async def start(self, spec: SandboxSpec) -> BwrapSandbox:
@@ -92,7 +93,7 @@ class BwrapBackend:
         self._executor.shutdown(wait=True)
 
     def _start_blocking(self, spec: SandboxSpec) -> BwrapSandbox:
-        uid = self._uid_pool.acquire() if self._uid_pool else None
+        uid = self._uid_pool.acquire()
         fds: list[int] = []
         try:
             info_r, info_w = _pipe(fds)
@@ -105,7 +106,6 @@ class BwrapBackend:
                 _close(fds, w)
                 data_fds[dest] = r
             argv = self._argv(spec, info_fd=info_w, block_fd=block_r, data_fds=data_fds)
-            ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
             proc = subprocess.Popen(
                 argv,
                 env={},
@@ -114,13 +114,14 @@ class BwrapBackend:
                 stderr=out_w,
                 pass_fds=(info_w, block_r, *data_fds.values()),
                 start_new_session=True,  # a Ctrl-C meant for the service must not reach sandboxes
-                **ids,
+                user=uid,  # a distinct unprivileged host uid; root running bwrap stays root
+                group=uid,
+                extra_groups=[],
             )
         except BaseException:
             for fd in fds:
                 os.close(fd)
-            if uid is not None:
-                self._uid_pool.release(uid)  # type: ignore[union-attr]
+            self._uid_pool.release(uid)
             raise
         for fd in (info_w, block_r, out_w, *data_fds.values()):
             _close(fds, fd)
@@ -169,8 +170,8 @@ class BwrapBackend:
         argv += ["--ro-bind", str(spec.code_dir), "/var/task"]
         argv += ["--ro-bind", str(spec.runtime_dir), "/var/runtime"] if spec.runtime_dir else ["--dir", "/var/runtime"]
         argv += ["--ro-bind", str(spec.opt_dir), "/opt"] if spec.opt_dir else ["--dir", "/opt"]
-        for path in spec.extra_ro_binds:
-            argv += ["--ro-bind", str(path), str(path)]
+        for extra in spec.extra_ro_binds:
+            argv += ["--ro-bind", str(extra), str(extra)]
         argv += ["--perms", "1777", "--size", str(spec.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp"]
         argv += ["--chdir", spec.cwd, "--clearenv"]
         for key, value in spec.env.items():
@@ -183,12 +184,12 @@ class BwrapBackend:
 class BwrapSandbox:
     """A running bwrap sandbox. The caller owns `listener` once `start` returns."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], uid: int | None, output_fd: int, uid_pool: UidPool | None):
+    def __init__(self, proc: subprocess.Popen[bytes], uid: int, output_fd: int, uid_pool: UidPool):
         self._proc = proc
         self._uid = uid
         self._uid_pool = uid_pool
         self.output_fd = output_fd
-        self.listener = None
+        self.listener: socket.socket | None = None
         self.child_pid = 0
         self._child_pidfd: int | None = None
         self._command_pid: int | None = None
@@ -197,7 +198,7 @@ class BwrapSandbox:
 
     @property
     def uid(self) -> int:
-        return self._uid if self._uid is not None else os.getuid()
+        return self._uid
 
     @property
     def pid(self) -> int:
@@ -255,8 +256,7 @@ class BwrapSandbox:
             self._child_pidfd = None
         with contextlib.suppress(OSError):
             os.close(self.output_fd)
-        if self._uid is not None and self._uid_pool is not None:
-            self._uid_pool.release(self._uid)
+        self._uid_pool.release(self._uid)
 
     def memory_peak_bytes(self) -> int | None:
         pid = self._command_pid or self._find_command_pid()
