@@ -45,6 +45,8 @@ class FunctionSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     architectures: tuple[str, ...] = ("x86_64",)
     reserved_concurrency: int | None = None
+    log_format: str = "Text"  # LoggingConfig.LogFormat: Text | JSON
+    application_log_level: str | None = None  # LoggingConfig.ApplicationLogLevel (JSON format only)
     region: str = "us-east-1"
     account_id: str = "123456789012"
 

@@ -60,6 +60,11 @@ def function_environment(function: FunctionSpec, launch: RuntimeLaunch, *, regio
         reserved["_HANDLER"] = function.handler
     if launch.execution_env:
         reserved["AWS_EXECUTION_ENV"] = launch.execution_env
+    # LoggingConfig, as Lambda hands it to the runtime; the function's own variables may override.
+    if function.log_format == "JSON":
+        unreserved["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        if function.application_log_level:
+            unreserved["AWS_LAMBDA_LOG_LEVEL"] = function.application_log_level
     customer = {
         key: value
         for key, value in function.environment.items()

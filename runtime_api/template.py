@@ -185,6 +185,10 @@ def _load_resource(
         ephemeral_storage=_integer(props.get("EphemeralStorage.Size", 512), "EphemeralStorage.Size", 512, 10240, " MB"),
         environment=_environment(props),
         architectures=_architectures(props.get("Architectures", ["x86_64"])),
+        log_format=_choice(props.get("LoggingConfig.LogFormat", "Text"), "LoggingConfig.LogFormat", _LOG_FORMATS),
+        application_log_level=None
+        if (level := props.get("LoggingConfig.ApplicationLogLevel")) is None
+        else _choice(level, "LoggingConfig.ApplicationLogLevel", _LOG_LEVELS),
         reserved_concurrency=None
         if reserved is None
         else _integer(reserved, "ReservedConcurrentExecutions", 0, None, ""),
@@ -333,6 +337,16 @@ def _integer(value: Any, key: str, low: int, high: int | None, unit: str) -> int
     if high is not None and not low <= number <= high:
         raise InvalidValue(f"{key} must be between {low} and {high}{unit}, got {number}")
     return number
+
+
+_LOG_FORMATS = ("Text", "JSON")
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+
+
+def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InvalidValue(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return str(value)
 
 
 def _architectures(value: Any) -> tuple[str, ...]:

@@ -455,3 +455,12 @@ def test_the_aws_sdk_is_importable_as_on_lambda(client):
     result = json.loads(response["Payload"].read())
     assert result["file"].startswith("/var/runtime/boto3/")
     assert result["service"] == "s3"
+
+
+def test_logging_config_selects_the_runtimes_log_format(client):
+    """LoggingConfig reaches the runtime as Lambda passes it: AWS_LAMBDA_LOG_FORMAT / _LOG_LEVEL."""
+    env = json.loads(invoke(client, "json-logs")[1])["env"]
+    assert env["AWS_LAMBDA_LOG_FORMAT"] == "JSON"
+    assert env["AWS_LAMBDA_LOG_LEVEL"] == "DEBUG"
+    plain = json.loads(invoke(client, "context-info")[1])["env"]
+    assert "AWS_LAMBDA_LOG_FORMAT" not in plain

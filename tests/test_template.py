@@ -322,6 +322,11 @@ BASE = "Runtime: python3.12\nHandler: app.handler\nCodeUri: src\n"
     ("properties", "message"),
     [
         (BASE + "Timeout: 0", "Timeout must be between 1 and 900 seconds, got 0"),
+        (BASE + "LoggingConfig: {LogFormat: XML}", "LoggingConfig.LogFormat must be one of Text, JSON, got 'XML'"),
+        (
+            BASE + "LoggingConfig: {LogFormat: JSON, ApplicationLogLevel: LOUD}",
+            "LoggingConfig.ApplicationLogLevel must be one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL",
+        ),
         (BASE + "Timeout: 901", "Timeout must be between 1 and 900 seconds, got 901"),
         (BASE + "Timeout: soon", "Timeout must be an integer, got 'soon'"),
         (BASE + "Timeout: 2.5", "Timeout must be an integer, got 2.5"),
@@ -356,6 +361,33 @@ def test_invalid_properties_name_file_resource_and_property(tmp_path: Path, prop
         load_template(path)
     assert str(caught.value).startswith(f"{path}: resource Fn: ")
     assert message in str(caught.value)
+
+
+def test_logging_config_from_globals_and_function(tmp_path: Path) -> None:
+    template = load_template(
+        write(
+            tmp_path,
+            """
+            Globals:
+              Function:
+                LoggingConfig:
+                  LogFormat: JSON
+            Resources:
+              Quiet:
+                Type: AWS::Serverless::Function
+                Properties: {Runtime: python3.12, Handler: app.handler, CodeUri: src}
+              Chatty:
+                Type: AWS::Serverless::Function
+                Properties:
+                  Runtime: python3.12
+                  Handler: app.handler
+                  CodeUri: src
+                  LoggingConfig: {ApplicationLogLevel: DEBUG}
+            """,
+        )
+    )
+    assert (by_id(template, "Quiet").log_format, by_id(template, "Quiet").application_log_level) == ("JSON", None)
+    assert (by_id(template, "Chatty").log_format, by_id(template, "Chatty").application_log_level) == ("JSON", "DEBUG")
 
 
 def test_errors_name_the_file_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
