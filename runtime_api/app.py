@@ -16,7 +16,7 @@ from starlette.routing import Route
 from . import __version__
 from .errors import LambdaServiceError, MethodNotAllowedException, ServiceException, UnknownOperationException
 from .events import EventQueue
-from .invoke import invoke
+from .invoke import invoke, invoke_async
 from .logs import get_logger
 from .service import Service
 
@@ -93,6 +93,8 @@ def create_app(service: Service) -> Starlette:
     app = Starlette(
         routes=[
             Route("/2015-03-31/functions/{function_name:path}/invocations", invoke, methods=["POST"]),
+            Route("/2014-11-13/functions/{function_name:path}/invoke-async", invoke_async, methods=["POST"]),
+            Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={

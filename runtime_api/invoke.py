@@ -59,6 +59,24 @@ async def invoke(request: Request) -> Response:
     return Response(result.payload, status_code=200, headers=response_headers)
 
 
+async def invoke_async(request: Request) -> Response:
+    """InvokeAsync (deprecated, still in boto3): an Event invocation under its own path."""
+    service = request.app.state.service
+    ref = parse_function_name(request.path_params["function_name"])
+    function, version = service.registry.resolve(ref)
+    service.pool_for(function)
+    invocation = Invocation(
+        function=function,
+        payload=await _read_payload(request, "Event"),
+        version=version,
+        invoked_arn=function.qualified_arn(ref.qualifier) if ref.qualifier else function.arn,
+        request_id=request.state.request_id,
+        trace_id=request.headers.get("x-amzn-trace-id") or new_trace_id(),
+    )
+    request.app.state.events.submit(invocation)
+    return Response(b'{"Status":202}', status_code=202, headers={"x-amzn-RequestId": invocation.request_id})
+
+
 def _enum(value: str, member: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValidationException(

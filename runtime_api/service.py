@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,6 +48,15 @@ def _remove_stale_state_dirs() -> None:
             shutil.rmtree(path, ignore_errors=True)
         except PermissionError:
             pass  # alive, someone else's
+
+
+def _raise_open_files_limit() -> None:
+    """Each environment holds a few descriptors (listener, output pipe, pidfds, its connection): lift
+    the soft limit (often 1024) to the hard one so hundreds of environments fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 class StartupError(Exception):
@@ -97,6 +107,7 @@ class Service:
         self._state_dir = self._make_state_dir()
         stager = CodeStager(self._state_dir / "code")
         preflight()
+        _raise_open_files_limit()
         first, last = settings.uid_range
         self._backend = BwrapBackend(uid_pool=UidPool(first, last - first + 1))
         self._runtime_api = RuntimeAPIServer()

@@ -216,3 +216,15 @@ def test_failing_event_is_retried_twice(client, service):
         time.sleep(0.05)
     starts = [e for e in service.log_events() if e.get("event", "").startswith(f"START RequestId: {request_id}")]
     assert len(starts) == 3  # the first attempt and two retries, all under the same request id
+
+
+def test_invoke_async_is_an_event_invocation(client, service):
+    before = service.health()["events"]["delivered"]
+    response = client.invoke_async(FunctionName="echo", InvokeArgs=b'{"legacy": true}')
+    assert response["Status"] == 202
+    deadline = time.monotonic() + 10
+    while service.health()["events"]["delivered"] <= before:
+        assert time.monotonic() < deadline, "event never delivered"
+        time.sleep(0.05)
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.invoke_async(FunctionName="missing", InvokeArgs=b"{}")
