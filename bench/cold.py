@@ -1,12 +1,10 @@
 """Cold start: the first invoke of a function that has no environment yet, against the floor of
 `python3 -c pass` run inside the same bwrap sandbox flags (spawn → exit).
 
-The floor sandbox is built by the service's own argv builder (`BwrapBackend._argv`) from a
-`SandboxSpec` made the way `Service._new_environment` makes one (same interpreter, environment,
-code and runtime binds, /tmp size), and launched the way `BwrapBackend._start_blocking` launches
-one: an empty environment, an unprivileged uid (when root), a new session, the info and block
-fds. Only the command differs (`-c pass` instead of the bootstrap) and the Runtime API listener is
-not made (that is part of the service's cost, not of the floor).
+The floor sandbox is started by the service's own backend (`BwrapBackend.start`) from a
+`SandboxSpec` made the way the service makes one (same interpreter, environment, code and runtime
+binds, /tmp size): the same flags, uid switch and Runtime API listener. Only the command differs
+(`-c pass` instead of the bootstrap).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from .clients import RawClient
 from .procs import FUNCTION, TEMPLATE, floor_ready, service_ready, start_floor, start_service
 
 _TICK = os.sysconf("SC_CLK_TCK")
-_WAITING = "SocketIO.readinto"  # the bootstrap blocked on the Runtime API (a long poll on /next)
+_WAITING = "_head ("  # the bootstrap blocked reading a Runtime API answer (the long poll on /next)
 _FILE = re.compile(r"\(([^()]*?):\d+\)$")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if sys.stderr is None:  # started with stderr closed (2>&-): logs go nowhere, results still out
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (args_list[0] not in _COMMANDS and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "serve")
@@ -141,7 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
     registry = _registry(settings, args)
     preflight()
     service = Service(settings, registry)
-    service.resolve_runtimes()
+    service.prepare()
     config = uvicorn.Config(
         create_app(service),
         host=settings.host,

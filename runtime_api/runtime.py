@@ -57,6 +57,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
     def __init__(self, env: Environment) -> None:
         self.env = env
         self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._request = _Request()
         self._header_bytes = 0
@@ -117,7 +118,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self._request.keep_alive = self._parser.should_keep_alive()
         self._queue.append(self._request)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._serve_queue())
+            self._task = self._loop.create_task(self._serve_queue())
 
     # -- dispatch -------------------------------------------------------------------------------
 

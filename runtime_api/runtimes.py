@@ -142,6 +142,11 @@ def _is_elf(path: Path) -> bool:
         return False
 
 
+def reachable_by_sandboxes(folder: Path) -> bool:
+    """Whether an unprivileged sandbox uid can reach `folder` (every folder on the way searchable)."""
+    return _world_searchable([folder, *folder.parents])
+
+
 def _world_searchable(folders: Iterable[Path]) -> bool:
     for folder in folders:
         try:

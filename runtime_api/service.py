@@ -27,7 +27,14 @@ from .lambda_env import function_environment
 from .logs import get_logger
 from .pool import FunctionPool
 from .runtime import RuntimeAPIServer
-from .runtimes import RuntimeLaunch, RuntimeResolver, RuntimeUnavailable, compile_python_tree, provision_runtime_dir
+from .runtimes import (
+    RuntimeLaunch,
+    RuntimeResolver,
+    RuntimeUnavailable,
+    compile_python_tree,
+    provision_runtime_dir,
+    reachable_by_sandboxes,
+)
 
 log = get_logger("service")
 function_log = get_logger("function")
@@ -117,7 +124,7 @@ class Service:
                 detail="outbound network for sandboxes is not implemented yet: every sandbox reaches only its "
                 "own Runtime API (SANDBOX_ALLOW_NETWORK is ignored)",
             )
-        self.resolve_runtimes()
+        await asyncio.to_thread(self.prepare)
         for function in self.registry:
             launch = self._launches.get(function.name)
             if launch is None:
@@ -131,9 +138,6 @@ class Service:
                     function=function.name,
                     detail=f"{function.runtime} runs the executable 'bootstrap' in CodeUri, which is missing",
                 )
-        self._runtime_dir = await asyncio.to_thread(
-            provision_runtime_dir, settings.cache_dir, self.resolver.interpreters()
-        )
         for function in self.registry:
             if function.name in self._launches:
                 self.pools[function.name] = self._make_pool(function)
@@ -158,11 +162,25 @@ class Service:
             state_dir=str(self._state_dir),
         )
 
-    def resolve_runtimes(self) -> None:
-        """Decide how each function runs; StartupError when --strict-runtimes refuses one. Runs
-        before anything starts, so a refusal is a clean message, not a failed start-up."""
-        if self._launches or self.unavailable:
+    def prepare(self) -> None:
+        """What can fail for reasons the user must fix, done before anything is served (so it is a
+        one-line StartupError, not a failed start-up): how each function runs (--strict-runtimes
+        refusals) and /var/runtime in the cache folder."""
+        if self._runtime_dir is not None:
             return
+        self._resolve_runtimes()
+        cache = self.settings.cache_dir.absolute()
+        if not reachable_by_sandboxes(cache.parent):
+            raise StartupError(
+                f"SANDBOX_CACHE_DIR={cache} must be searchable by every user (each folder above it needs o+x): "
+                "sandboxes read /var/runtime from it"
+            )
+        try:
+            self._runtime_dir = provision_runtime_dir(cache, self.resolver.interpreters())
+        except OSError as exc:
+            raise StartupError(f"cannot prepare the runtime folder in SANDBOX_CACHE_DIR={cache}: {exc}") from None
+
+    def _resolve_runtimes(self) -> None:
         for function in self.registry:
             try:
                 self._launches[function.name] = self.resolver.resolve(function.runtime)

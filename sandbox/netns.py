@@ -13,6 +13,7 @@ import os
 import socket
 
 _CLONE_NEWNET = 0x40000000
+_IP_FREEBIND = 15  # <linux/in.h>; not exported by the socket module
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -38,6 +39,9 @@ def listen_in_netns(pid: int, host: str, port: int, backlog: int = 64) -> socket
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # bwrap brings `lo` up in the sandbox while we bind here; until it is up 127.0.0.1
+                # may not be an address of the namespace yet (EADDRNOTAVAIL). Bind regardless.
+                sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
                 sock.bind((host, port))
                 sock.listen(backlog)
                 sock.setblocking(False)

@@ -226,6 +226,37 @@ def test_invoke_missing_event_file_is_a_clear_error():
     assert "Traceback" not in result.stderr, str(result)
 
 
+def test_an_unreachable_cache_dir_is_a_clear_error(tmp_path):
+    """Sandboxes read /var/runtime from SANDBOX_CACHE_DIR: a private folder above it stops the start."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    for command in (["invoke", "hello"], ["serve", "--port", str(free_port())]):
+        result = run(
+            SANDBOX_RUNTIME, *command, "--template", "template.yaml", env={"SANDBOX_CACHE_DIR": str(private / "c")}
+        )
+        assert result.returncode == 2, str(result)
+        assert "SANDBOX_CACHE_DIR" in result.stderr and "searchable" in result.stderr, str(result)
+        assert "Traceback" not in result.stderr, str(result)
+    assert not (private / "c").exists()
+
+
+def test_invoke_with_stderr_closed_still_answers():
+    """`sandbox-runtime invoke ... 2>&-`: no stderr at all; the result still comes out on stdout."""
+    uid_range = new_uid_range()
+    result = subprocess.run(
+        [*SANDBOX_RUNTIME, "invoke", "hello", "--template", "template.yaml"],
+        stdout=subprocess.PIPE,
+        stderr=None,
+        cwd=REPO,
+        env=clean_environ(uid_range),
+        timeout=60,
+        preexec_fn=lambda: os.close(2),
+    )
+    assert result.returncode == 0
+    assert only_json(result.stdout.decode())["message"] == "Hello, world!"
+    assert_no_sandbox_left(uid_range)
+
+
 def test_invoke_ends_when_its_stderr_goes_away():
     """`sandbox-runtime invoke ... 2>&1 | head -1`: a reader that stops reading must not hang the command."""
     uid_range = new_uid_range()
