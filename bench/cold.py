@@ -61,7 +61,7 @@ class BwrapFloor:
             "label": "bench-floor",
         }
         first = uid if uid is not None else 299000
-        self._backend = BwrapBackend(uid_pool=UidPool(first, 16), spawn_threads=1)
+        self._backend = BwrapBackend(uid_pool=UidPool(first, 16), cgroups=None, spawn_threads=1)
         self._loop = asyncio.new_event_loop()
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from .invocation import (
     InvocationResult,
     LogTail,
     exit_error,
+    out_of_memory_error,
     report_line,
     response_too_large_error,
     sanitize_error_type,
@@ -96,6 +97,7 @@ class Environment:
         serve_runtime_api: Callable[[Environment, Any], Any],
         log_sink: LogSink,
         init_limit: float,
+        log_limit: int = 1024 * 1024,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.function = function
@@ -125,6 +127,9 @@ class Environment:
         self._init_error: tuple[str, bytes] | None = None
         self._init_timed_out = False
         self._init_log = LogTail()
+        self._log_limit = log_limit
+        self._log_budget = log_limit  # bytes of output this phase may still send to the log sink
+        self._dropped = 0
         self._partial = b""
         self._sink_failed = False
         self._stop_requested = False
@@ -254,6 +259,7 @@ class Environment:
         self._hooks.on_ready(self)
 
     def _begin(self, invocation: Invocation) -> None:
+        self._report_dropped(None)  # what the init phase (or the time since the last answer) dropped
         self._started_at = time.perf_counter()
         if invocation is self._cold:
             for line in self._init_log.tail().splitlines(keepends=True):
@@ -265,6 +271,7 @@ class Environment:
             self._timer.cancel()
             self._timer = None
         self._drain_output()
+        self._report_dropped(invocation)
         duration_ms = (time.perf_counter() - self._started_at) * 1000
         if note:
             self._platform_line(invocation, note)
@@ -325,12 +332,18 @@ class Environment:
         current, self._current = self._current, None
         if current is not None and not self._answered:
             self._answered = True
-            self._finish(current, exit_error(current.request_id, status), "Runtime.ExitError")
+            self._finish(current, *self._exit_error(current, status))
         undelivered, self._pending = self._pending, None
         if undelivered is not None:
             undelivered = self._settle_undelivered(undelivered, status, initialised)
         self._wakeup.set()
         self._hooks.on_stopped(self, undelivered)
+
+    def _exit_error(self, invocation: Invocation, status: int) -> tuple[bytes, str]:
+        """What a runtime's death means to the invocation it was running: OOM, or just an exit."""
+        if self._sandbox is not None and self._sandbox.oom_killed():
+            return out_of_memory_error(invocation.request_id), "Runtime.OutOfMemory"
+        return exit_error(invocation.request_id, status), "Runtime.ExitError"
 
     def _settle_undelivered(self, invocation: Invocation, status: int, initialised: bool) -> Invocation | None:
         """An assigned invocation the runtime never fetched: answer it here, or hand it back to retry."""
@@ -346,7 +359,7 @@ class Environment:
             return invocation
         elif not initialised:
             self._begin(invocation)
-            self._finish(invocation, exit_error(invocation.request_id, status), "Runtime.ExitError")
+            self._finish(invocation, *self._exit_error(invocation, status))
         else:
             return invocation  # died between invocations: the work never started, run it elsewhere
         return None
@@ -369,7 +382,8 @@ class Environment:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._sandbox.output_fd)
             if self._partial:
-                self._emit(self._partial)
+                current = self._current if self._current is not None and not self._answered else None
+                self._emit(current, self._partial)
                 self._partial = b""
             return
         self._take(data)
@@ -387,21 +401,39 @@ class Environment:
             self._take(data)
 
     def _take(self, data: bytes) -> None:
+        """Output as it arrives: lines to the log sink while this phase's budget lasts; past it,
+        only counted (and kept in the tail), so a flood costs neither memory nor log volume."""
+        invocation = self._current if self._current is not None and not self._answered else None
+        if self._log_budget <= 0:
+            (invocation.log if invocation is not None else self._init_log).append(data)
+            self._dropped += len(data)
+            return
+        self._log_budget -= len(data)
         data = self._partial + data
         *lines, self._partial = data.split(b"\n")
         for line in lines:
-            self._emit(line)
+            self._emit(invocation, line)
         while len(self._partial) > _MAX_LINE:
-            self._emit(self._partial[:_MAX_LINE])
+            self._emit(invocation, self._partial[:_MAX_LINE])
             self._partial = self._partial[_MAX_LINE:]
 
-    def _emit(self, line: bytes) -> None:
-        invocation = self._current if self._current is not None and not self._answered else None
-        if invocation is not None:
-            invocation.log.append(line + b"\n")
-        else:
-            self._init_log.append(line + b"\n")
+    def _emit(self, invocation: Invocation | None, line: bytes) -> None:
+        (invocation.log if invocation is not None else self._init_log).append(line + b"\n")
         self._log(invocation.request_id if invocation else None, line.decode(errors="replace"))
+
+    def _report_dropped(self, invocation: Invocation | None) -> None:
+        """Say how much output went unlogged, and give the next phase a fresh budget."""
+        if self._dropped:
+            note = (
+                f"sandbox-runtime: {self._dropped} bytes of function output were not logged "
+                f"(over the {self._log_limit}-byte limit); the log tail is kept"
+            )
+            if invocation is not None:
+                self._platform_line(invocation, note)
+            else:
+                self._log(None, note)
+            log.warning("environment.output_dropped", function=self.function.name, bytes=self._dropped)
+        self._dropped, self._log_budget, self._partial = 0, self._log_limit, b""
 
     def _log(self, request_id: str | None, line: str) -> None:
         """Hand a line to the log sink; a failing sink (a closed stderr) never stops an invocation."""

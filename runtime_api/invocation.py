@@ -109,6 +109,12 @@ def exit_error(request_id: str, status: int) -> bytes:
     return platform_error("Runtime.ExitError", f"RequestId: {request_id} Error: Runtime exited with error: {reason}")
 
 
+def out_of_memory_error(request_id: str) -> bytes:
+    return platform_error(
+        "Runtime.OutOfMemory", f"RequestId: {request_id} Error: Runtime exited with error: signal: killed"
+    )
+
+
 def response_too_large_error(size: int) -> bytes:
     return platform_error(
         "Function.ResponseSizeTooLarge",

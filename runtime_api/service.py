@@ -16,6 +16,7 @@ from typing import Any
 
 from sandbox import CodeStager, SandboxSpec, UidPool
 from sandbox.bwrap import BwrapBackend
+from sandbox.cgroups import CgroupError, Cgroups, favor_dynamic_modifications
 
 from .capacity import Capacity
 from .config import Settings
@@ -41,6 +42,7 @@ function_log = get_logger("function")
 
 
 _STATE_PREFIX = "sandbox-runtime-"
+_MB_PER_VCPU = 1769  # Lambda: a function with 1,769 MB has the equivalent of one vCPU
 
 
 def _remove_stale_state_dirs() -> None:
@@ -103,6 +105,8 @@ class Service:
         self._runtime_api: RuntimeAPIServer | None = None
         self._runtime_dir: Path | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._cgroups: Cgroups | None = None
+        self.limits_problem: str | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # -- start and stop -------------------------------------------------------------------------
@@ -116,7 +120,18 @@ class Service:
         preflight()
         _raise_open_files_limit()
         first, last = settings.uid_range
-        self._backend = BwrapBackend(uid_pool=UidPool(first, last - first + 1))
+        try:
+            self._cgroups = Cgroups.detect()
+            if settings.cgroup_favordynmods and (remounted := favor_dynamic_modifications()):
+                log.info("sandbox.cgroup_favordynmods", mount=remounted)
+        except CgroupError as exc:
+            self._cgroups = None
+            self.limits_problem = str(exc)
+            log.warning(
+                "sandbox.no_cgroups",
+                detail=f"SANDBOXES RUN WITHOUT MEMORY, PROCESS AND CPU LIMITS: {exc}. Only rlimit backstops apply.",
+            )
+        self._backend = BwrapBackend(uid_pool=UidPool(first, last - first + 1), cgroups=self._cgroups)
         self._runtime_api = RuntimeAPIServer()
         if settings.allow_network:
             log.warning(
@@ -199,6 +214,8 @@ class Service:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._backend is not None:
             await asyncio.to_thread(self._backend.close)
+        if self._cgroups is not None:
+            self._cgroups.close()
         if self._owns_state_dir and self._state_dir is not None:
             await asyncio.to_thread(shutil.rmtree, self._state_dir, True)
 
@@ -246,6 +263,7 @@ class Service:
             cwd=launch.cwd,
             tmp_size_mb=function.ephemeral_storage,
             memory_mb=function.memory_size,
+            cpu_cores=self.settings.cpu_quota or max(0.05, function.memory_size / _MB_PER_VCPU),
             label=function.name,
         )
         assert self._backend is not None and self._runtime_api is not None
@@ -257,6 +275,7 @@ class Service:
             serve_runtime_api=self._runtime_api.serve,
             log_sink=self.log_sink,
             init_limit=self.settings.init_timeout_seconds,
+            log_limit=self.settings.log_limit_bytes,
         )
 
     def pool_for(self, function: FunctionSpec) -> FunctionPool:
@@ -272,6 +291,7 @@ class Service:
     def describe(self) -> dict[str, Any]:
         return {
             "environments": {"live": self.capacity.live, "limit": self.capacity.limit},
+            "limits": {"cgroups": self._cgroups is not None, "problem": self.limits_problem},
             "functions": {name: pool.describe() for name, pool in self.pools.items()},
             "unavailable": dict(self.unavailable),
             "backend": self._backend.status().__dict__ if self._backend else None,

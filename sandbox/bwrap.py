@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from . import seccomp
+from .cgroups import Cgroups, Limits, SandboxCgroup
 from .netns import listen_in_netns
 from .spec import RUNTIME_API_HOST, RUNTIME_API_PORT, BackendStatus, SandboxError, SandboxSpec
 from .uids import UidPool
@@ -64,9 +66,19 @@ class BwrapBackend:
 
     name = "bwrap"
 
-    def __init__(self, *, uid_pool: UidPool, spawn_threads: int = 4, bwrap: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        uid_pool: UidPool,
+        cgroups: Cgroups | None,
+        spawn_threads: int = 4,
+        bwrap: str | None = None,
+    ) -> None:
         self._bwrap = bwrap or shutil.which("bwrap")
+        self._prlimit = shutil.which("prlimit")
         self._uid_pool = uid_pool
+        self._cgroups = cgroups
+        self._serial = 0
         # Long-lived threads: --die-with-parent fires when the *thread* that forked bwrap exits.
         self._executor = ThreadPoolExecutor(max_workers=spawn_threads, thread_name_prefix="sandbox-spawn")
         self._root_links = list(_root_layout())
@@ -80,7 +92,12 @@ class BwrapBackend:
         return BackendStatus(
             self.name,
             True,
-            extra={"bwrap": self._bwrap, "sandbox_uids": f"{self._uid_pool.first}+{self._uid_pool.count}"},
+            extra={
+                "bwrap": self._bwrap,
+                "sandbox_uids": f"{self._uid_pool.first}+{self._uid_pool.count}",
+                "cgroups": self._cgroups.describe() if self._cgroups else None,
+                "rlimits": bool(self._prlimit),
+            },
         )
 
     async def start(self, spec: SandboxSpec) -> BwrapSandbox:
@@ -95,7 +112,14 @@ class BwrapBackend:
     def _start_blocking(self, spec: SandboxSpec) -> BwrapSandbox:
         uid = self._uid_pool.acquire()
         fds: list[int] = []
+        group: SandboxCgroup | None = None
         try:
+            if self._cgroups is not None:
+                self._serial += 1
+                group = self._cgroups.create(
+                    f"{uid}-{self._serial}",
+                    Limits(spec.memory_mb * 1024 * 1024, pids=spec.pids_limit, cpu_cores=spec.cpu_cores),
+                )
             info_r, info_w = _pipe(fds)
             block_r, block_w = _pipe(fds)
             out_r, out_w = _pipe(fds)
@@ -105,14 +129,16 @@ class BwrapBackend:
                 os.write(w, content.encode())
                 _close(fds, w)
                 data_fds[dest] = r
-            argv = self._argv(spec, info_fd=info_w, block_fd=block_r, data_fds=data_fds)
+            seccomp_fd = seccomp.filter_fd()
+            fds.append(seccomp_fd)
+            argv = self._argv(spec, info_fd=info_w, block_fd=block_r, seccomp_fd=seccomp_fd, data_fds=data_fds)
             proc = subprocess.Popen(
                 argv,
                 env={},
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=out_w,
-                pass_fds=(info_w, block_r, *data_fds.values()),
+                pass_fds=(info_w, block_r, seccomp_fd, *data_fds.values()),
                 start_new_session=True,  # a Ctrl-C meant for the service must not reach sandboxes
                 user=uid,  # a distinct unprivileged host uid; root running bwrap stays root
                 group=uid,
@@ -122,10 +148,12 @@ class BwrapBackend:
             for fd in fds:
                 os.close(fd)
             self._uid_pool.release(uid)
+            if group is not None:
+                group.remove(timeout=0)
             raise
-        for fd in (info_w, block_r, out_w, *data_fds.values()):
+        for fd in (info_w, block_r, out_w, seccomp_fd, *data_fds.values()):
             _close(fds, fd)
-        sandbox = BwrapSandbox(proc, uid, out_r, self._uid_pool)
+        sandbox = BwrapSandbox(proc, uid, out_r, self._uid_pool, group, self._executor)
         try:
             info = _read_all(info_r)
             _close(fds, info_r)
@@ -133,6 +161,8 @@ class BwrapBackend:
                 proc.wait()
                 raise SandboxError(f"bwrap failed to start: {_drain(out_r).strip() or proc.returncode}")
             sandbox._attach_child(json.loads(info)["child-pid"])
+            if group is not None:
+                group.attach(sandbox.child_pid)  # before the release: all it forks is inside
             sandbox.listener = listen_in_netns(sandbox.child_pid, RUNTIME_API_HOST, RUNTIME_API_PORT)
             os.write(block_w, b"go")
         except BaseException:
@@ -147,8 +177,24 @@ class BwrapBackend:
         os.set_blocking(out_r, False)
         return sandbox
 
-    def _argv(self, spec: SandboxSpec, *, info_fd: int, block_fd: int, data_fds: dict[str, int]) -> list[str]:
-        argv = [
+    def _argv(
+        self, spec: SandboxSpec, *, info_fd: int, block_fd: int, seccomp_fd: int, data_fds: dict[str, int]
+    ) -> list[str]:
+        # rlimit backstops, set by the sandbox's first process on itself: root here may lack
+        # CAP_SYS_RESOURCE to set them on the already uid-switched child, and preexec_fn is unsafe
+        # in a threaded service. No core dumps (a host core handler would see them).
+        argv = (
+            [
+                self._prlimit,
+                "--core=0",
+                f"--nofile={spec.open_files_limit}",
+                f"--fsize={spec.tmp_size_mb * 1024 * 1024}",
+                "--",
+            ]
+            if self._prlimit
+            else []
+        )
+        argv += [
             self._bwrap or "bwrap",
             "--unshare-all",
             "--unshare-user",
@@ -176,7 +222,7 @@ class BwrapBackend:
         argv += ["--chdir", spec.cwd, "--clearenv"]
         for key, value in spec.env.items():
             argv += ["--setenv", key, value]
-        argv += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
+        argv += ["--seccomp", str(seccomp_fd), "--info-fd", str(info_fd), "--block-fd", str(block_fd)]
         argv += ["--remount-ro", "/", "--", *spec.command]
         return argv
 
@@ -184,8 +230,19 @@ class BwrapBackend:
 class BwrapSandbox:
     """A running bwrap sandbox. The caller owns `listener` once `start` returns."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], uid: int, output_fd: int, uid_pool: UidPool):
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        uid: int,
+        output_fd: int,
+        uid_pool: UidPool,
+        group: SandboxCgroup | None,
+        executor: ThreadPoolExecutor,
+    ):
         self._proc = proc
+        self._group = group
+        self._executor = executor
+        self._final: tuple[bool, int | None] | None = None  # (OOM-killed, peak) read at exit
         self._uid = uid
         self._uid_pool = uid_pool
         self.output_fd = output_fd
@@ -257,8 +314,24 @@ class BwrapSandbox:
         with contextlib.suppress(OSError):
             os.close(self.output_fd)
         self._uid_pool.release(self._uid)
+        if self._group is not None:
+            # What the group knows is read now: it is removed (once its processes are gone) next.
+            self._final = (self._group.oom_kills() > 0, self._group.memory_peak_bytes())
+            try:
+                self._executor.submit(self._group.remove)
+            except RuntimeError:  # the backend is closing: no waiting now; Cgroups.close sweeps it
+                self._group.remove(timeout=0)
+
+    def oom_killed(self) -> bool:
+        if self._final is not None:
+            return self._final[0]
+        return self._group is not None and self._group.oom_kills() > 0
 
     def memory_peak_bytes(self) -> int | None:
+        if self._final is not None:
+            return self._final[1]
+        if self._group is not None:
+            return self._group.memory_peak_bytes()
         pid = self._command_pid or self._find_command_pid()
         if pid is None:
             return None

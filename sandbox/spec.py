@@ -27,7 +27,10 @@ class SandboxSpec:
     extra_ro_binds: tuple[Path, ...] = ()  # host paths bound read-only at the same place (interpreters)
     cwd: str = "/var/task"
     tmp_size_mb: int = 512
-    memory_mb: int = 128
+    memory_mb: int = 128  # the cgroup memory limit (processes and their tmpfs pages)
+    cpu_cores: float | None = None  # CFS quota; None: uncapped
+    pids_limit: int = 1024  # processes and threads, as on Lambda
+    open_files_limit: int = 1024  # RLIMIT_NOFILE, as on Lambda
     hostname: str = "sandbox"
     label: str = ""  # for logs only
 
@@ -53,7 +56,10 @@ class Sandbox(Protocol):
         """Kill the whole sandbox (every process in it). Idempotent."""
 
     def memory_peak_bytes(self) -> int | None:
-        """Peak resident memory of the sandbox's command so far, if known."""
+        """Peak memory of the sandbox so far (its cgroup's, else its command's), if known."""
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed something in the sandbox for exceeding its memory limit."""
 
 
 class SandboxError(Exception):
