@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import itertools
 import json
 import os
 import shutil
@@ -78,7 +79,7 @@ class BwrapBackend:
         self._prlimit = shutil.which("prlimit")
         self._uid_pool = uid_pool
         self._cgroups = cgroups
-        self._serial = 0
+        self._serial = itertools.count(1)  # next() is atomic: spawner threads share it
         # Long-lived threads: --die-with-parent fires when the *thread* that forked bwrap exits.
         self._executor = ThreadPoolExecutor(max_workers=spawn_threads, thread_name_prefix="sandbox-spawn")
         self._root_links = list(_root_layout())
@@ -115,9 +116,8 @@ class BwrapBackend:
         group: SandboxCgroup | None = None
         try:
             if self._cgroups is not None:
-                self._serial += 1
                 group = self._cgroups.create(
-                    f"{uid}-{self._serial}",
+                    f"{uid}-{next(self._serial)}",
                     Limits(spec.memory_mb * 1024 * 1024, pids=spec.pids_limit, cpu_cores=spec.cpu_cores),
                 )
             info_r, info_w = _pipe(fds)

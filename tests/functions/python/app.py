@@ -126,14 +126,3 @@ def lifecycle(event, context):
         "log_stream": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"],
         "pid": os.getpid(),
     }
-
-
-def connect(event, context):
-    """Try a TCP connection to event host:port from inside the sandbox."""
-    import socket
-
-    try:
-        with socket.create_connection((event["host"], event["port"]), timeout=event.get("timeout", 3)):
-            return {"result": "connected"}
-    except OSError as exc:
-        return {"result": type(exc).__name__, "errno": exc.errno}
