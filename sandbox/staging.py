@@ -70,7 +70,7 @@ def _stage_file(source: str, target: Path, *, same_fs: bool) -> None:
     world_readable = st.st_mode & stat.S_IROTH and (not st.st_mode & 0o111 or st.st_mode & stat.S_IXOTH)
     if same_fs and world_readable:
         try:
-            os.link(source, target)
+            os.link(source, target, follow_symlinks=False)  # never through a link swapped in
             return
         except OSError:
             pass

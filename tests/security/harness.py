@@ -1,0 +1,172 @@
+"""What the escape-and-abuse tests share: their service, the after-attack health check, and ways to find a
+sandbox on the host (its runtime names itself with `tag`, which `ps -o comm` shows).
+
+Each test module gets its own service over tests/security/template.yaml with `service = module_service()`
+(this overrides conftest's `service` for that module). The service always runs with HOST_SECRET=hunter2
+in its environment: no test may ever find that value inside a sandbox.
+
+The tests follow reference/sandbox.md §7, one per checklist item that applies to what is built.
+Pending, not built yet: #5 with the network on (egress must still miss host loopback/abstract sockets), #25 Docker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyseccomp
+import pytest
+from conftest import ServiceProcess, lambda_client
+from support import invoke, wait_for
+
+TEMPLATE = Path(__file__).resolve().parent / "template.yaml"
+HOST_SECRET = "hunter2"
+SERVICE_ENV = {"HOST_SECRET": HOST_SECRET, "SANDBOX_EVENT_RETRY_DELAY": "0.2"}
+# Syscall numbers for the raw probes, from libseccomp on the host (the sandbox has no pyseccomp).
+NUMBERS = {
+    name: pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
+    for name in [
+        *("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "unshare", "mount", "syslog"),
+        *("bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "keyctl", "add_key", "request_key"),
+        "init_module",
+    ]
+}
+
+
+def module_service(**env: str):
+    """A module-scoped `service` fixture over the security template (plus `env`), stopped at the end of
+    the module; stop() also checks that no sandbox process outlived it."""
+
+    @pytest.fixture(scope="module")
+    def service() -> Iterator[ServiceProcess]:
+        running = ServiceProcess(TEMPLATE, env={**SERVICE_ENV, **env})
+        yield running
+        assert running.stop() == 0
+
+    return service
+
+
+@functools.cache
+def _client(url: str):
+    return lambda_client(url)
+
+
+def call(service: ServiceProcess, name: str, event: object = None, **kwargs: object) -> tuple[dict, object]:
+    """Invoke synchronously; the boto3 response and the decoded JSON payload."""
+    response, payload = invoke(_client(service.url), name, {} if event is None else event, **kwargs)
+    return response, json.loads(payload) if payload else None
+
+
+def probe(service: ServiceProcess, name: str, *, function: str = "probe", tag: str = "", **args: object) -> dict:
+    """Run one probe of tests/functions/abuse/app.py; the probe itself must complete."""
+    response, result = call(service, function, {"probe": name, "tag": tag, "args": args})
+    assert "FunctionError" not in response, result
+    return result  # type: ignore[return-value]
+
+
+def assert_unharmed(service: ServiceProcess) -> None:
+    """After an attack: the service process lives, /health answers, and a normal invoke works."""
+    assert service.proc.poll() is None, f"the service died:\n{service.logs()[-4000:]}"
+    assert service.health()["status"] == "healthy"
+    ping = uuid.uuid4().hex
+    response, result = call(service, "hello", {"ping": ping})
+    assert "FunctionError" not in response, result
+    assert result == {"hello": ping}
+
+
+def new_tag(prefix: str) -> str:
+    """A process name no other process has (at most 13 characters, leaving room for a suffix)."""
+    return f"{prefix[:6]}-{uuid.uuid4().hex[:6]}"
+
+
+def tagged(tag: str) -> list[tuple[int, int]]:
+    """(host uid, host pid) of every process whose comm is `tag`."""
+    out = subprocess.run(["ps", "-eo", "uid=,pid=,comm="], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()]
+    return [(int(row[0]), int(row[1])) for row in rows if len(row) == 3 and row[2] == tag]
+
+
+def sandbox_uid(tag: str, timeout: float = 10) -> int:
+    """The host uid of the sandbox whose runtime named itself `tag`."""
+    found = wait_for(lambda: tagged(tag), timeout, f"a process named {tag}")
+    uids = {uid for uid, _ in found}  # type: ignore[union-attr]
+    assert len(uids) == 1, found
+    return uids.pop()
+
+
+def processes_of(uid: int) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if line.split(None, 1)[0] == str(uid)]
+
+
+def cgroup_parents(service: ServiceProcess) -> dict[str, Path]:
+    """The service's own cgroup folders (sandbox-runtime-<service pid>), one per controller."""
+    groups = service.health()["pools"]["backend"]["extra"]["cgroups"]["groups"]
+    return {controller: Path(path) for controller, path in groups.items()}
+
+
+def assert_sandbox_gone(service: ServiceProcess, uid: int, timeout: float = 5) -> None:
+    """No process of the sandbox's host uid remains, nor any of its cgroups (named <uid>-<serial>)."""
+    parents = cgroup_parents(service)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = processes_of(uid)
+        groups = [str(group) for parent in parents.values() for group in parent.glob(f"{uid}-*")]
+        if not left and not groups:
+            return
+        assert time.monotonic() < deadline, f"{timeout}s on, uid {uid} still has processes {left}, groups {groups}"
+        time.sleep(0.05)
+
+
+@dataclass
+class Run:
+    """An invocation in flight: its future (response, payload) and its sandbox's host uid and cgroup name."""
+
+    future: Future
+    uid: int
+    group: str  # <uid>-<serial>, the folder under each of the service's cgroup parents
+
+
+@contextlib.contextmanager
+def running(service: ServiceProcess, name: str, tag: str, event: dict | None = None) -> Iterator[Run]:
+    """Invoke `name` (LogType Tail) in the background and find its sandbox: by the cgroup folder made for
+    it (cheap even while a fork bomb keeps `ps` busy), or, for a warm environment, by the process named
+    `tag`. The response carries `elapsed`."""
+    parents = cgroup_parents(service)
+    before = {p.name for p in parents["pids"].iterdir() if p.is_dir()}
+
+    def timed() -> tuple[dict, object]:
+        started = time.monotonic()
+        response, result = call(service, name, {**(event or {}), "tag": tag}, LogType="Tail")
+        response["elapsed"] = time.monotonic() - started
+        return response, result
+
+    def found() -> Run | None:
+        new = [p.name for p in parents["pids"].iterdir() if p.is_dir() and p.name not in before]
+        if len(new) == 1:
+            return Run(future, int(new[0].split("-")[0]), new[0])
+        if not new and (uids := {uid for uid, _ in tagged(tag)}):
+            (uid,) = uids
+            groups = [p.name for p in parents["pids"].glob(f"{uid}-*")]
+            return Run(future, uid, groups[0]) if len(groups) == 1 else None
+        assert len(new) < 2, f"sandboxes started meanwhile: {new}"
+        return None
+
+    with ThreadPoolExecutor(1) as executor:
+        future = executor.submit(timed)
+        yield wait_for(found, 10, f"the sandbox of {name}")  # type: ignore[misc]
+
+
+def report(tail: str, request_id: str) -> dict[str, str]:
+    """The fields of the invocation's REPORT line in a log tail."""
+    line = next(line for line in tail.splitlines() if line.startswith(f"REPORT RequestId: {request_id}"))
+    return dict(re.findall(r"([A-Za-z ]+): ([^\t]+)", line.removeprefix("REPORT ")))
