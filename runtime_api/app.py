@@ -70,7 +70,11 @@ async def health(request: Request) -> Response:
             "pools": service.describe(),
             "events": {"pending": events.pending, "delivered": events.delivered, "failed": events.failed},
             "isolation": service.settings.isolation,
-            "network": "isolated: each sandbox reaches only its own Runtime API",
+            "network": {
+                "default": "egress proxy" if service.settings.allow_network else "none",
+                "detail": "sandboxes have no interface of their own; with network allowed, outbound access goes "
+                "through the service's egress proxy (no host-local or link-local destinations)",
+            },
         }
     )
 

@@ -95,6 +95,7 @@ class Environment:
         backend: Backend,
         hooks: PoolHooks,
         serve_runtime_api: Callable[[Environment, Any], Any],
+        serve_egress: Callable[[Any], Any] | None = None,
         log_sink: LogSink,
         init_limit: float,
         log_limit: int = 1024 * 1024,
@@ -111,6 +112,8 @@ class Environment:
         self._backend = backend
         self._hooks = hooks
         self._serve = serve_runtime_api
+        self._serve_egress = serve_egress
+        self._egress_server: Any = None
         self._sink = log_sink
         self._init_limit = init_limit
         self._loop = asyncio.get_running_loop()
@@ -150,6 +153,8 @@ class Environment:
         self._init_timer = self._loop.call_later(limit, self._on_init_timeout)
         try:
             self._server = await self._serve(self, self._sandbox.listener)
+            if self._sandbox.proxy_listener is not None and self._serve_egress is not None:
+                self._egress_server = await self._serve_egress(self._sandbox.proxy_listener)
         except OSError as exc:
             log.error("environment.runtime_api_failed", function=self.function.name, error=str(exc))
             self.stop()
@@ -325,8 +330,9 @@ class Environment:
         for timer in (self._timer, self._init_timer):
             if timer is not None:
                 timer.cancel()
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, self._egress_server):
+            if server is not None:
+                server.close()
         initialised = self.init_duration_ms is not None
         self.state = State.STOPPED if initialised and self._init_error is None else State.FAILED
         current, self._current = self._current, None

@@ -47,6 +47,7 @@ class FunctionSpec:
     reserved_concurrency: int | None = None
     log_format: str = "Text"  # LoggingConfig.LogFormat: Text | JSON
     application_log_level: str | None = None  # LoggingConfig.ApplicationLogLevel (JSON format only)
+    allow_network: bool | None = None  # Metadata.SandboxRuntime.AllowNetwork; None: SANDBOX_ALLOW_NETWORK
     region: str = "us-east-1"
     account_id: str = "123456789012"
 

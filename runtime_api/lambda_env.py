@@ -28,7 +28,21 @@ _DUMMY_CREDENTIALS = {
 }
 
 
-def function_environment(function: FunctionSpec, launch: RuntimeLaunch, *, region: str) -> dict[str, str]:
+PROXY_URL = "http://127.0.0.1:3128"
+_PROXY_VARIABLES = {
+    # Outbound access goes through the egress proxy the service serves inside the sandbox.
+    "HTTP_PROXY": PROXY_URL,
+    "HTTPS_PROXY": PROXY_URL,
+    "http_proxy": PROXY_URL,
+    "https_proxy": PROXY_URL,
+    "NO_PROXY": "localhost,127.0.0.1",
+    "no_proxy": "localhost,127.0.0.1",
+}
+
+
+def function_environment(
+    function: FunctionSpec, launch: RuntimeLaunch, *, region: str, network: bool = False
+) -> dict[str, str]:
     today = datetime.datetime.now(datetime.UTC).strftime("%Y/%m/%d")
     unreserved = {
         "LANG": "en_US.UTF-8",
@@ -65,6 +79,8 @@ def function_environment(function: FunctionSpec, launch: RuntimeLaunch, *, regio
         unreserved["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
         if function.application_log_level:
             unreserved["AWS_LAMBDA_LOG_LEVEL"] = function.application_log_level
+    if network:
+        unreserved.update(_PROXY_VARIABLES)
     customer = {
         key: value
         for key, value in function.environment.items()

@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sandbox import CodeStager, SandboxSpec, UidPool
+from sandbox import CodeStager, SandboxSpec, UidPool, egress
 from sandbox.bwrap import BwrapBackend
 from sandbox.cgroups import CgroupError, Cgroups, favor_dynamic_modifications
+from sandbox.egress import EgressPolicy
 
 from .capacity import Capacity
 from .config import Settings
@@ -106,6 +107,7 @@ class Service:
         self._runtime_dir: Path | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._cgroups: Cgroups | None = None
+        self._egress_policy = EgressPolicy()
         self.limits_problem: str | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -133,12 +135,6 @@ class Service:
             )
         self._backend = BwrapBackend(uid_pool=UidPool(first, last - first + 1), cgroups=self._cgroups)
         self._runtime_api = RuntimeAPIServer()
-        if settings.allow_network:
-            log.warning(
-                "sandbox.network_isolated",
-                detail="outbound network for sandboxes is not implemented yet: every sandbox reaches only its "
-                "own Runtime API (SANDBOX_ALLOW_NETWORK is ignored)",
-            )
         await asyncio.to_thread(self.prepare)
         for function in self.registry:
             launch = self._launches.get(function.name)
@@ -254,9 +250,11 @@ class Service:
     def _new_environment(self, pool: FunctionPool) -> Environment:
         function = pool.function
         launch = self._launches[function.name]
+        network = self.allows_network(function)
         spec = SandboxSpec(
             command=launch.command,
-            env=function_environment(function, launch, region=self.settings.region),
+            env=function_environment(function, launch, region=self.settings.region, network=network),
+            allow_network=network,
             code_dir=self._code[function.name],
             runtime_dir=self._runtime_dir if launch.uses_bootstrap else None,
             extra_ro_binds=launch.extra_ro_binds,
@@ -273,10 +271,17 @@ class Service:
             backend=self._backend,
             hooks=pool,
             serve_runtime_api=self._runtime_api.serve,
+            serve_egress=self._serve_egress,
             log_sink=self.log_sink,
             init_limit=self.settings.init_timeout_seconds,
             log_limit=self.settings.log_limit_bytes,
         )
+
+    def allows_network(self, function: FunctionSpec) -> bool:
+        return self.settings.allow_network if function.allow_network is None else function.allow_network
+
+    async def _serve_egress(self, listener: Any) -> Any:
+        return await egress.serve(listener, self._egress_policy)
 
     def pool_for(self, function: FunctionSpec) -> FunctionPool:
         pool = self.pools.get(function.name)

@@ -126,6 +126,9 @@ def _load_resource(
     account_id: str,
 ) -> FunctionSpec | str:
     """The function a resource defines, or the reason we skip it."""
+    if not isinstance(logical_id, str):
+        # YAML 1.1 reads unquoted On/Off/Yes/No/True/False keys as booleans.
+        raise InvalidValue("the logical id must be a string (quote it: YAML reads On/Off/Yes/No as booleans)")
     if logical_id.startswith("Fn::ForEach::"):
         return "Fn::ForEach (AWS::LanguageExtensions) is not supported"
     if not isinstance(resource, dict) or not isinstance(resource.get("Type"), str):
@@ -173,6 +176,9 @@ def _load_resource(
     if isinstance(description, (dict, list)):
         raise InvalidValue(f"Description must be a string, got {description!r}")
     reserved = props.get("ReservedConcurrentExecutions")
+    allow_network = _sandbox_metadata(resource, resolver).get("AllowNetwork")
+    if allow_network is not None and not isinstance(allow_network, bool):
+        raise InvalidValue(f"Metadata.SandboxRuntime.AllowNetwork must be true or false, got {allow_network!r}")
     spec = FunctionSpec(
         name=name,
         handler=handler,
@@ -192,10 +198,24 @@ def _load_resource(
         reserved_concurrency=None
         if reserved is None
         else _integer(reserved, "ReservedConcurrentExecutions", 0, None, ""),
+        allow_network=allow_network,
         region=region,
         account_id=account_id,
     )
     return spec
+
+
+def _sandbox_metadata(resource: Mapping[str, Any], resolver: IntrinsicResolver) -> dict[str, Any]:
+    """Our own per-function settings, under the resource's free-form Metadata (CloudFormation and SAM
+    carry Metadata through untouched, so a template using them still deploys)."""
+    metadata = resource.get("Metadata") or {}
+    settings = metadata.get("SandboxRuntime") if isinstance(metadata, dict) else None
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise InvalidValue("Metadata.SandboxRuntime must be a mapping")
+    resolved = resolver.resolve(settings)
+    return resolved if isinstance(resolved, dict) else {}
 
 
 # -- code location ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import seccomp
 from .cgroups import Cgroups, Limits, SandboxCgroup
+from .egress import PROXY_HOST, PROXY_PORT
 from .netns import listen_in_netns
 from .spec import RUNTIME_API_HOST, RUNTIME_API_PORT, BackendStatus, SandboxError, SandboxSpec
 from .uids import UidPool
@@ -164,6 +165,8 @@ class BwrapBackend:
             if group is not None:
                 group.attach(sandbox.child_pid)  # before the release: all it forks is inside
             sandbox.listener = listen_in_netns(sandbox.child_pid, RUNTIME_API_HOST, RUNTIME_API_PORT)
+            if spec.allow_network:
+                sandbox.proxy_listener = listen_in_netns(sandbox.child_pid, PROXY_HOST, PROXY_PORT)
             os.write(block_w, b"go")
         except BaseException:
             sandbox.kill()  # before the block pipe closes: EOF on --block-fd means "go"
@@ -247,6 +250,7 @@ class BwrapSandbox:
         self._uid_pool = uid_pool
         self.output_fd = output_fd
         self.listener: socket.socket | None = None
+        self.proxy_listener: socket.socket | None = None
         self.child_pid = 0
         self._child_pidfd: int | None = None
         self._command_pid: int | None = None

@@ -31,6 +31,7 @@ class SandboxSpec:
     cpu_cores: float | None = None  # CFS quota; None: uncapped
     pids_limit: int = 1024  # processes and threads, as on Lambda
     open_files_limit: int = 1024  # RLIMIT_NOFILE, as on Lambda
+    allow_network: bool = False  # outbound access through the egress proxy (sandbox/egress.py)
     hostname: str = "sandbox"
     label: str = ""  # for logs only
 
@@ -45,6 +46,11 @@ class Sandbox(Protocol):
     @property
     def listener(self):  # socket.socket
         """A listening TCP socket at RUNTIME_API_HOST:RUNTIME_API_PORT inside the sandbox's network."""
+
+    @property
+    def proxy_listener(self):  # socket.socket | None
+        """With `allow_network`: a listening socket at 127.0.0.1:3128 inside the sandbox's network,
+        for the egress proxy."""
 
     @property
     def uid(self) -> int: ...

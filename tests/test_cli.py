@@ -25,6 +25,7 @@ from conftest import _UID_BLOCK, BUNDLED_TEMPLATE, REPO, ServiceProcess, _uid_bl
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "cli"
 FALLBACK_TEMPLATE = FIXTURES / "fallback.yaml"
+WARNING_TEMPLATE = FIXTURES / "with-warning.yaml"  # the bundled functions plus a resource we skip, with a warning
 SANDBOX_RUNTIME = [str(REPO / ".venv" / "bin" / "sandbox-runtime")]
 PYTHON_M = [sys.executable, "-m", "runtime_api"]
 BUNDLED_FUNCTIONS = {
@@ -147,8 +148,8 @@ def assert_platform_lines(stderr: str, request_id: str, memory_mb: int = 128) ->
 
 def test_invoke_prints_the_result_on_stdout_and_the_log_on_stderr():
     pending = {
-        "sandbox-runtime": start_invoke("hello", "--template", "template.yaml"),
-        "python -m runtime_api": start_invoke("hello", "--template", "template.yaml", command=PYTHON_M),
+        "sandbox-runtime": start_invoke("hello", "--template", WARNING_TEMPLATE),
+        "python -m runtime_api": start_invoke("hello", "--template", WARNING_TEMPLATE, command=PYTHON_M),
     }
     for form, job in pending.items():
         result = job.result()
@@ -325,9 +326,9 @@ def test_invalid_environment_setting_is_a_configuration_error():
 
 def test_invoke_log_level_flag_beats_environment_beats_default():
     """Warnings show by default (see the first test); SANDBOX_LOG_LEVEL=error hides them; --log-level wins."""
-    pending_quiet = start_invoke("hello", "--template", "template.yaml", env={"SANDBOX_LOG_LEVEL": "error"})
+    pending_quiet = start_invoke("hello", "--template", WARNING_TEMPLATE, env={"SANDBOX_LOG_LEVEL": "error"})
     pending_flag = start_invoke(
-        "hello", "--template", "template.yaml", "--log-level", "warning", env={"SANDBOX_LOG_LEVEL": "error"}
+        "hello", "--template", WARNING_TEMPLATE, "--log-level", "warning", env={"SANDBOX_LOG_LEVEL": "error"}
     )
     quiet = pending_quiet.result()
     assert quiet.returncode == 0, str(quiet)
@@ -412,7 +413,7 @@ def test_python_m_without_subcommand_serves_and_the_port_flag_beats_the_environm
 def test_environment_sets_what_no_flag_gives():
     port = free_port()
     service = CommandService(
-        [*SANDBOX_RUNTIME, "serve", "--template", "template.yaml"],
+        [*SANDBOX_RUNTIME, "serve", "--template", str(WARNING_TEMPLATE)],
         port=port,
         env={"SANDBOX_PORT": str(port), "SANDBOX_LOG_LEVEL": "warning"},
     )

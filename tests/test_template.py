@@ -390,6 +390,12 @@ def test_logging_config_from_globals_and_function(tmp_path: Path) -> None:
     assert (by_id(template, "Chatty").log_format, by_id(template, "Chatty").application_log_level) == ("JSON", "DEBUG")
 
 
+def test_a_logical_id_yaml_reads_as_a_boolean_is_a_clear_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "Resources:\n  On:\n    Type: AWS::Serverless::Function\n    Properties: {}\n")
+    with pytest.raises(TemplateError, match=r"resource True: the logical id must be a string \(quote it"):
+        load_template(path)
+
+
 def test_errors_name_the_file_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, one_function("Runtime: python3.12\nHandler: app.handler\nTimeout: 0"))
     monkeypatch.chdir(tmp_path)

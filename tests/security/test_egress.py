@@ -1,0 +1,148 @@
+"""Network policy "on" (reference/sandbox.md §7 #5): outbound access through the service's egress proxy reaches
+the outside, while the host itself (its addresses, its loopback services, this service's port), link-local
+addresses and host abstract sockets stay unreachable. "Off": nothing at all.
+
+The outside is a host of our own: a network namespace made here with a veth pair, serving HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from harness import assert_unharmed, call, module_service
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 for a test host"
+)
+
+service = module_service()
+
+
+@dataclass
+class Outside:
+    address: str  # the test host's address, outside this machine's own addresses
+    gateway: str  # this machine's end of the link: one of the host's own addresses
+    port: int
+
+
+@pytest.fixture(scope="module")
+def outside() -> Iterator[Outside]:
+    name = f"srt-{uuid.uuid4().hex[:8]}"
+    subnet = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}"
+    host_end, ns_end = f"{name[:10]}h", f"{name[:10]}n"
+    folder = tempfile.mkdtemp()
+    with open(os.path.join(folder, "egress-target.txt"), "w") as target:
+        target.write("reached the outside")
+    commands = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end],
+        ["ip", "link", "set", ns_end, "netns", name],
+        ["ip", "addr", "add", f"{subnet}.1/30", "dev", host_end],
+        ["ip", "link", "set", host_end, "up"],
+        ["ip", "netns", "exec", name, "ip", "addr", "add", f"{subnet}.2/30", "dev", ns_end],
+        ["ip", "netns", "exec", name, "ip", "link", "set", ns_end, "up"],
+    ]
+    server = None
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        port = 8080
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", name, sys.executable, "-m", "http.server", str(port), "--bind", f"{subnet}.2"],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((f"{subnet}.2", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the test host never served"
+                time.sleep(0.05)
+        yield Outside(f"{subnet}.2", f"{subnet}.1", port)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def abstract_listener() -> Iterator[str]:
+    """A host process listening on an abstract Unix socket (they belong to the network namespace)."""
+    name = f"sandbox-runtime-test-{uuid.uuid4().hex}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind("\0" + name)
+    sock.listen()
+    try:
+        yield name
+    finally:
+        sock.close()
+
+
+def test_outbound_http_and_tunnels_reach_the_outside(service, outside):
+    url = f"http://{outside.address}:{outside.port}/egress-target.txt"
+    _, result = call(service, "egress-on", {"urls": [url], "tunnel": [outside.address, outside.port]})
+    assert result["proxy"] == "http://127.0.0.1:3128"
+    assert result[url] == [200, "reached the outside"]
+    assert result["tunnel"] == [200, "reached the outside"]  # CONNECT, as HTTPS and other TCP use it
+    assert_unharmed(service)
+
+
+def test_the_host_itself_stays_unreachable_with_network_on(service, outside, abstract_listener):
+    port = int(service.url.rsplit(":", 1)[1])
+    refused = [
+        f"http://{outside.gateway}:{port}/health",  # this service, at one of the host's own addresses
+        f"http://127.0.0.1:{port}/health",  # host loopback (as the proxy would see it) is NO_PROXY: stays inside
+        "http://169.254.169.254/latest/meta-data/",  # link-local: cloud metadata
+        f"http://[::ffff:{outside.gateway}]:{port}/health",  # an IPv4-mapped spelling of a host address
+    ]
+    _, result = call(
+        service,
+        "egress-on",
+        {"urls": refused, "direct": [outside.address, outside.port], "abstract": abstract_listener},
+    )
+    assert result[refused[0]][0] == 403, result
+    assert result[refused[1]][0] == "URLError", result  # 127.0.0.1 inside the sandbox: nothing listens there
+    assert result[refused[2]][0] == 403, result
+    assert result[refused[3]][0] == 403, result
+    assert result["direct"] == "Network is unreachable"  # no interface of its own: only the proxy goes out
+    assert result["abstract"] == "Connection refused"
+    assert_unharmed(service)
+
+
+def test_the_proxy_refuses_loopback_when_asked_explicitly(service):
+    """A handler that ignores NO_PROXY and asks the proxy for the host's loopback gets 403."""
+    port = int(service.url.rsplit(":", 1)[1])
+    _, result = call(service, "egress-on", {"tunnel": ["127.0.0.1", port]})
+    assert result["tunnel"] == ["OSError", "Tunnel connection failed: 403 Forbidden"], result
+    assert_unharmed(service)
+
+
+def test_network_off_has_no_way_out(service, outside):
+    url = f"http://{outside.address}:{outside.port}/egress-target.txt"
+    _, result = call(
+        service,
+        "egress-off",
+        {"urls": [url], "tunnel": [outside.address, outside.port], "direct": [outside.address, outside.port]},
+    )
+    assert result["proxy"] is None
+    assert result[url][0] == "URLError"
+    assert result["tunnel"][0] == "ConnectionRefusedError"  # no proxy listens in this sandbox
+    assert result["direct"] == "Network is unreachable"
+    assert_unharmed(service)
