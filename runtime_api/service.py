@@ -122,17 +122,7 @@ class Service:
         preflight()
         _raise_open_files_limit()
         first, last = settings.uid_range
-        try:
-            self._cgroups = Cgroups.detect()
-            if settings.cgroup_favordynmods and (remounted := favor_dynamic_modifications()):
-                log.info("sandbox.cgroup_favordynmods", mount=remounted)
-        except CgroupError as exc:
-            self._cgroups = None
-            self.limits_problem = str(exc)
-            log.warning(
-                "sandbox.no_cgroups",
-                detail=f"SANDBOXES RUN WITHOUT MEMORY, PROCESS AND CPU LIMITS: {exc}. Only rlimit backstops apply.",
-            )
+        self._cgroups = self._detect_cgroups()
         self._backend = BwrapBackend(uid_pool=UidPool(first, last - first + 1), cgroups=self._cgroups)
         self._runtime_api = RuntimeAPIServer()
         await asyncio.to_thread(self.prepare)
@@ -172,6 +162,24 @@ class Service:
             unavailable=len(self.unavailable),
             state_dir=str(self._state_dir),
         )
+
+    def _detect_cgroups(self) -> Cgroups | None:
+        try:
+            cgroups = Cgroups.detect()
+        except CgroupError as exc:
+            self.limits_problem = str(exc)
+            log.warning(
+                "sandbox.no_cgroups",
+                detail=f"SANDBOXES RUN WITHOUT MEMORY, PROCESS AND CPU LIMITS: {exc}. Only rlimit backstops apply.",
+            )
+            return None
+        if self.settings.cgroup_favordynmods:
+            try:
+                if remounted := favor_dynamic_modifications():
+                    log.info("sandbox.cgroup_favordynmods", mount=remounted)
+            except CgroupError as exc:  # a speed-up only: the limits themselves still apply
+                log.warning("sandbox.cgroup_favordynmods_failed", detail=str(exc))
+        return cgroups
 
     def prepare(self) -> None:
         """What can fail for reasons the user must fix, done before anything is served (so it is a
