@@ -54,15 +54,24 @@ def _is_host_address(address: Address) -> bool:
     return True
 
 
-async def serve(listener: socket.socket, policy: EgressPolicy) -> asyncio.Server:
-    """Serve the proxy on a listener made inside a sandbox's network namespace."""
+async def serve(listener: socket.socket, policy: EgressPolicy, max_connections: int = 128) -> asyncio.Server:
+    """Serve the proxy on a listener made inside a sandbox's network namespace. Each proxied connection
+    costs the service two descriptors, so one sandbox may hold at most `max_connections` at once."""
+    active = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active
+        if active >= max_connections:
+            _refuse(writer, 503, f"at most {max_connections} connections through the proxy at once")
+            writer.close()
+            return
+        active += 1
         try:
             await _proxy(reader, writer, policy)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
+            active -= 1
             writer.close()
 
     return await asyncio.start_server(handle, sock=listener, limit=_MAX_HEAD)
@@ -142,7 +151,7 @@ async def _pipe(
 
 def _refuse(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
     body = (reason + "\n").encode()
-    phrase = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+    phrase = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway", 503: "Service Unavailable"}[status]
     writer.write(
         f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n".encode()

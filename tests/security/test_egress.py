@@ -146,3 +146,29 @@ def test_network_off_has_no_way_out(service, outside):
     assert result["tunnel"][0] == "ConnectionRefusedError"  # no proxy listens in this sandbox
     assert result["direct"] == "Network is unreachable"
     assert_unharmed(service)
+
+
+def test_one_sandbox_holds_a_bounded_number_of_proxy_connections():
+    """Each proxied connection costs the service two descriptors: past the cap, the proxy answers 503."""
+    import asyncio
+
+    from sandbox.egress import EgressPolicy, serve
+
+    async def scenario() -> bytes:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        server = await serve(listener, EgressPolicy(), max_connections=2)
+        port = listener.getsockname()[1]
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.05)  # both are being served (waiting for their request line)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        for _, held_writer in held:
+            held_writer.close()
+        writer.close()
+        server.close()
+        return answer
+
+    assert asyncio.run(scenario()).startswith(b"HTTP/1.1 503 Service Unavailable")
