@@ -15,10 +15,8 @@ invocation while still BUSY with nothing left to do; the runtime then gets it on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +29,6 @@ from .invocation import (
     MAX_RESPONSE_BYTES,
     Invocation,
     InvocationResult,
-    LogTail,
     exit_error,
     out_of_memory_error,
     report_line,
@@ -40,13 +37,11 @@ from .invocation import (
     timeout_error,
 )
 from .logs import get_logger
+from .output import FunctionOutput, LogSink
 
 log = get_logger("environment")
 
-_MAX_LINE = 256 * 1024
 ERROR_CAUSE_CONTENT_TYPE = "application/vnd.aws.lambda.error.cause+json"
-
-LogSink = Callable[[FunctionSpec, "str | None", str], None]
 
 
 class State(enum.Enum):
@@ -114,7 +109,6 @@ class Environment:
         self._serve = serve_runtime_api
         self._serve_egress = serve_egress
         self._egress_server: Any = None
-        self._sink = log_sink
         self._init_limit = init_limit
         self._loop = asyncio.get_running_loop()
         self._sandbox: Sandbox | None = None
@@ -129,12 +123,7 @@ class Environment:
         self._init_timer: asyncio.TimerHandle | None = None
         self._init_error: tuple[str, bytes] | None = None
         self._init_timed_out = False
-        self._init_log = LogTail()
-        self._log_limit = log_limit
-        self._log_budget = log_limit  # bytes of output this phase may still send to the log sink
-        self._dropped = 0
-        self._partial = b""
-        self._sink_failed = False
+        self._output = FunctionOutput(function, log_sink, log_limit, self._running)
         self._stop_requested = False
         self._spawned_at = 0.0
 
@@ -146,7 +135,7 @@ class Environment:
         self._loop.create_task(self._watch_exit())  # from here on, cleanup belongs to _watch_exit
         if self._stop_requested:
             self._sandbox.kill()  # stopped while the sandbox was being made (e.g. at shutdown)
-        self._loop.add_reader(self._sandbox.output_fd, self._read_output)
+        self._output.attach(self._sandbox.output_fd, self._loop)
         limit = self._init_limit
         if self._cold is not None and self._cold.suppressed_init:
             limit = self.function.timeout  # the second init runs inside the invocation, under its timeout
@@ -257,6 +246,10 @@ class Environment:
 
     # -- invocations ----------------------------------------------------------------------------
 
+    def _running(self) -> Invocation | None:
+        """The invocation output belongs to now: the current one, until it has been answered."""
+        return self._current if self._current is not None and not self._answered else None
+
     def _available(self) -> None:
         """Tell the pool this environment can take an invocation: right after it answered (its
         runtime is about to poll /next again) or when its first init completes."""
@@ -264,26 +257,28 @@ class Environment:
         self._hooks.on_ready(self)
 
     def _begin(self, invocation: Invocation) -> None:
-        self._report_dropped(None)  # what the init phase (or the time since the last answer) dropped
+        self._output.end_phase(None)  # what the init phase (or the time since the last answer) dropped
         self._started_at = time.perf_counter()
         if invocation is self._cold:
-            for line in self._init_log.tail().splitlines(keepends=True):
+            for line in self._output.init_log.tail().splitlines(keepends=True):
                 invocation.log.append(line)
-        self._platform_line(invocation, f"START RequestId: {invocation.request_id} Version: {invocation.version}")
+        self._output.platform_line(
+            invocation, f"START RequestId: {invocation.request_id} Version: {invocation.version}"
+        )
 
     def _finish(self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = "") -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._drain_output()
-        self._report_dropped(invocation)
+        self._output.drain()
+        self._output.end_phase(invocation)
         duration_ms = (time.perf_counter() - self._started_at) * 1000
         if note:
-            self._platform_line(invocation, note)
+            self._output.platform_line(invocation, note)
         peak = self._sandbox.memory_peak_bytes() if self._sandbox is not None else None
         init_ms = self.init_duration_ms if invocation is self._cold else None
-        self._platform_line(invocation, f"END RequestId: {invocation.request_id}")
-        self._platform_line(
+        self._output.platform_line(invocation, f"END RequestId: {invocation.request_id}")
+        self._output.platform_line(
             invocation,
             report_line(
                 invocation.request_id,
@@ -324,9 +319,7 @@ class Environment:
         assert self._sandbox is not None
         status = await self._sandbox.wait()
         self.exit_status = status
-        self._drain_output()
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(self._sandbox.output_fd)
+        self._output.detach()
         for timer in (self._timer, self._init_timer):
             if timer is not None:
                 timer.cancel()
@@ -369,86 +362,6 @@ class Environment:
         else:
             return invocation  # died between invocations: the work never started, run it elsewhere
         return None
-
-    # -- logs -----------------------------------------------------------------------------------
-
-    def _platform_line(self, invocation: Invocation, line: str) -> None:
-        invocation.log.append(line.encode() + b"\n")
-        self._log(invocation.request_id, line)
-
-    def _read_output(self) -> None:
-        assert self._sandbox is not None
-        try:
-            data = os.read(self._sandbox.output_fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(self._sandbox.output_fd)
-            if self._partial:
-                current = self._current if self._current is not None and not self._answered else None
-                self._emit(current, self._partial)
-                self._partial = b""
-            return
-        self._take(data)
-
-    def _drain_output(self) -> None:
-        if self._sandbox is None:
-            return
-        while True:
-            try:
-                data = os.read(self._sandbox.output_fd, 65536)
-            except (BlockingIOError, OSError):
-                return
-            if not data:
-                return
-            self._take(data)
-
-    def _take(self, data: bytes) -> None:
-        """Output as it arrives: lines to the log sink while this phase's budget lasts; past it,
-        only counted (and kept in the tail), so a flood costs neither memory nor log volume."""
-        invocation = self._current if self._current is not None and not self._answered else None
-        if self._log_budget <= 0:
-            (invocation.log if invocation is not None else self._init_log).append(data)
-            self._dropped += len(data)
-            return
-        self._log_budget -= len(data)
-        data = self._partial + data
-        *lines, self._partial = data.split(b"\n")
-        for line in lines:
-            self._emit(invocation, line)
-        while len(self._partial) > _MAX_LINE:
-            self._emit(invocation, self._partial[:_MAX_LINE])
-            self._partial = self._partial[_MAX_LINE:]
-
-    def _emit(self, invocation: Invocation | None, line: bytes) -> None:
-        (invocation.log if invocation is not None else self._init_log).append(line + b"\n")
-        self._log(invocation.request_id if invocation else None, line.decode(errors="replace"))
-
-    def _report_dropped(self, invocation: Invocation | None) -> None:
-        """Say how much output went unlogged, and give the next phase a fresh budget."""
-        if self._dropped:
-            note = (
-                f"sandbox-runtime: {self._dropped} bytes of function output were not logged "
-                f"(over the {self._log_limit}-byte limit); the log tail is kept"
-            )
-            if invocation is not None:
-                self._platform_line(invocation, note)
-            else:
-                self._log(None, note)
-            log.warning("environment.output_dropped", function=self.function.name, bytes=self._dropped)
-        self._dropped, self._log_budget, self._partial = 0, self._log_limit, b""
-
-    def _log(self, request_id: str | None, line: str) -> None:
-        """Hand a line to the log sink; a failing sink (a closed stderr) never stops an invocation."""
-        try:
-            self._sink(self.function, request_id, line)
-        except Exception:
-            if not self._sink_failed:
-                self._sink_failed = True
-                log.error("environment.log_sink_failed", function=self.function.name, exc_info=True)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -21,12 +21,13 @@ from sandbox.egress import EgressPolicy
 
 from .capacity import Capacity
 from .config import Settings
-from .environment import Environment, LogSink
+from .environment import Environment
 from .errors import InvalidRuntimeException
 from .functions import FunctionRegistry, FunctionSpec
 from .invocation import Invocation, InvocationResult
 from .lambda_env import function_environment
 from .logs import get_logger
+from .output import LogSink
 from .pool import FunctionPool
 from .runtime import RuntimeAPIServer
 from .runtimes import (
