@@ -105,28 +105,10 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     note="service only: boto3 invoke p50 / http.client invoke p50",
                 )
             )
-    if t := results.get("throughput_raw"):
-        n = t["threads"]
-        out.append(
-            _row(
-                f"throughput, {n} threads, http.client",
-                t["service"]["rps"],
-                t["floor"]["rps"],
-                "req/s",
-                higher_is_better=True,
-            )
-        )
-    if t := results.get("throughput_boto3"):
-        n = t["threads"]
-        out.append(
-            _row(
-                f"throughput, {n} threads, boto3",
-                t["service"]["rps"],
-                t["floor"]["rps"],
-                "req/s",
-                higher_is_better=True,
-            )
-        )
+    for key, client in (("throughput_raw", "http.client"), ("throughput_boto3", "boto3")):
+        if t := results.get(key):
+            label = f"throughput, {t['threads']} threads, {client}"
+            out.append(_row(label, t["service"]["rps"], t["floor"]["rps"], "req/s", higher_is_better=True))
     if c := results.get("cold"):
         s, f = c["service"], c["floor"]
         out.append(_row("cold start p50", s["p50"], f["p50"], "ms", target=COLD_P50_TARGET))
