@@ -112,13 +112,6 @@ class Settings:
         if self.log_format not in {"auto", "json", "console"}:
             raise ConfigError(f"SANDBOX_LOG_FORMAT must be auto, json or console, got {self.log_format!r}")
 
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
-    def public(self) -> dict[str, Any]:
-        """The settings as JSON-able values (for /health and logs)."""
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
-
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))

@@ -99,8 +99,7 @@ class Environment:
         self.function = function
         self.state = State.STARTING
         self.invocations = 0
-        self.created_at = time.monotonic()
-        self.idle_since = self.created_at
+        self.idle_since = time.monotonic()
         self.init_duration_ms: float | None = None
         self.exit_status: int | None = None
         self._spec = spec
@@ -362,15 +361,6 @@ class Environment:
         else:
             return invocation  # died between invocations: the work never started, run it elsewhere
         return None
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "state": self.state.value,
-            "invocations": self.invocations,
-            "init_duration_ms": None if self.init_duration_ms is None else round(self.init_duration_ms, 2),
-            "uid": getattr(self._sandbox, "uid", None),
-        }
 
 
 def _error_body(body: bytes, content_type: str | None) -> bytes:

@@ -70,10 +70,6 @@ class TooManyRequestsException(LambdaServiceError):
         return headers
 
 
-class ResourceConflictException(LambdaServiceError):
-    status = 409
-
-
 class InvalidRuntimeException(LambdaServiceError):
     status = 502
     fault = "Service"

@@ -19,6 +19,31 @@ _OVERRIDABLE = {
     "PATH",
     "TZ",
 }
+# Names Lambda sets and a function's own variables cannot replace (its values are ignored).
+_RESERVED = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "_AWS_XRAY_DAEMON_ADDRESS",
+        "_AWS_XRAY_DAEMON_PORT",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    }
+)
 # Credentials a function sees: fixed dummies, never the host's (tests point boto3 at local endpoints).
 _DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "sandbox-runtime",
@@ -84,12 +109,11 @@ def function_environment(
     customer = {
         key: value
         for key, value in function.environment.items()
-        if key in _OVERRIDABLE or (key not in reserved and key not in unreserved)
+        if key in _OVERRIDABLE or (key not in _RESERVED and key not in unreserved)
     }
     return {**unreserved, **customer, **reserved}
 
 
-def dropped_variables(function: FunctionSpec) -> list[str]:
-    """Customer variables Lambda would not let the function set (they are reserved)."""
-    probe = function_environment(function, RuntimeLaunch(function.runtime, (), "/", False), region="us-east-1")
-    return [key for key, value in function.environment.items() if probe.get(key) != value]
+def reserved_variables(function: FunctionSpec) -> list[str]:
+    """The function's own variables that Lambda reserves, so their values are ignored."""
+    return sorted(key for key in function.environment if key in _RESERVED)

@@ -25,7 +25,7 @@ from .environment import Environment
 from .errors import InvalidRuntimeException
 from .functions import FunctionRegistry, FunctionSpec
 from .invocation import Invocation, InvocationResult
-from .lambda_env import function_environment
+from .lambda_env import function_environment, reserved_variables
 from .logs import get_logger
 from .output import LogSink
 from .pool import FunctionPool
@@ -134,6 +134,13 @@ class Service:
             self._code[function.name] = await asyncio.to_thread(
                 stager.stage, function.code_dir, name=function.code_dir.name
             )
+            if ignored := reserved_variables(function):
+                log.warning(
+                    "function.reserved_variables",
+                    function=function.name,
+                    variables=ignored,
+                    detail="Lambda reserves these names: the template's values are ignored",
+                )
             if not launch.uses_bootstrap and not os.access(self._code[function.name] / "bootstrap", os.X_OK):
                 log.warning(
                     "function.no_bootstrap",

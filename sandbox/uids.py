@@ -33,7 +33,3 @@ class UidPool:
             if self.first <= uid < self.first + self.count and uid not in self._free:
                 # Reuse the least recently freed uid last: a just-freed uid may still own dying processes.
                 self._free.insert(0, uid)
-
-    @property
-    def in_use(self) -> int:
-        return self.count - len(self._free)

@@ -464,3 +464,9 @@ def test_logging_config_selects_the_runtimes_log_format(client):
     assert env["AWS_LAMBDA_LOG_LEVEL"] == "DEBUG"
     plain = json.loads(invoke(client, "context-info")[1])["env"]
     assert "AWS_LAMBDA_LOG_FORMAT" not in plain
+
+
+def test_reserved_variables_in_the_template_are_named_at_start(service):
+    """Lambda ignores a function's own AWS_REGION; the service says so once instead of dropping it silently."""
+    warnings = [e for e in service.log_events() if e.get("event") == "function.reserved_variables"]
+    assert [(e["function"], e["variables"]) for e in warnings] == [("context-info", ["AWS_REGION"])]
