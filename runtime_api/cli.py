@@ -200,11 +200,10 @@ def _invoke(args: argparse.Namespace) -> int:
 
 
 def _stderr_sink(function: Any, request_id: str | None, line: str) -> None:
-    try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass  # nobody is reading stderr any more; the result still goes to stdout
+    # A closed stderr raises here; the environment's output handling absorbs that (the result still
+    # goes to stdout).
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 async def _invoke_once(settings: Settings, registry: FunctionRegistry, function: Any, payload: bytes) -> int:

@@ -127,17 +127,16 @@ class FunctionRegistry:
     def resolve(self, ref: FunctionRef) -> tuple[FunctionSpec, str]:
         """The function and the version a reference points at, or ResourceNotFoundException."""
         qualifier = ref.qualifier or LATEST
-        unknown_arn = (
-            f"arn:aws:lambda:{ref.region or self.region}:{ref.account_id or self.account_id}:"
-            f"function:{ref.name}:{qualifier}"
-        )
         if ref.region is not None and ref.region != self.region:
             raise ResourceNotFoundException(
                 f"Functions from '{ref.region}' are not reachable in this region ('{self.region}')"
             )
         spec = self.get(ref.name) if len(ref.name) <= 64 else None
         if spec is None or (ref.account_id is not None and ref.account_id != spec.account_id):
-            raise ResourceNotFoundException(f"Function not found: {unknown_arn}")
+            account = ref.account_id or self.account_id
+            raise ResourceNotFoundException(
+                f"Function not found: arn:aws:lambda:{self.region}:{account}:function:{ref.name}:{qualifier}"
+            )
         if qualifier != LATEST:
             raise ResourceNotFoundException(f"Function not found: {spec.qualified_arn(qualifier)}")
         return spec, LATEST
