@@ -142,8 +142,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level, settings.log_format)
     registry = _registry(settings, args)
-    preflight()
     service = Service(settings, registry)
+    service.preflight()
     service.prepare()
     config = uvicorn.Config(
         create_app(service),
@@ -170,7 +170,7 @@ def _invoke(args: argparse.Namespace) -> int:
     fmt = "console" if settings.log_format == "auto" else settings.log_format  # stderr is for people here
     configure_logging(settings.log_level, fmt)
     registry = _registry(settings, args)
-    preflight()
+    preflight(bwrap=False)  # the service checks for bwrap once it knows which isolation the function needs
     ref = parse_function_name(args.function)
     function = registry.get(ref.name)
     if function is None:

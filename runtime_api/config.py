@@ -41,7 +41,9 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"env": "SANDBOX_HOST"})
     port: int = field(default=8000, metadata={"env": "SANDBOX_PORT"})
     template: Path | None = field(default=None, metadata={"env": "SANDBOX_TEMPLATE"})
-    isolation: str = field(default="bwrap", metadata={"env": "SANDBOX_ISOLATION"})
+    isolation: str = field(default="bwrap", metadata={"env": "SANDBOX_ISOLATION"})  # bwrap | docker
+    # The Docker engine of the docker isolation (and of PackageType Image functions).
+    docker_host: str = field(default="unix:///var/run/docker.sock", metadata={"env": "SANDBOX_DOCKER_HOST"})
     # The original Sandbox Runtime's variables, same meaning.
     # Cores per sandbox (CFS quota); 0 (or "proportional") scales with memory as Lambda does.
     cpu_quota: float = field(default=2.0, metadata={"env": "SANDBOX_CPU_QUOTA"})
@@ -98,8 +100,8 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.isolation not in {"bwrap"}:
-            raise ConfigError(f"SANDBOX_ISOLATION: {self.isolation!r} is not available yet (use bwrap)")
+        if self.isolation not in {"bwrap", "docker"}:
+            raise ConfigError(f"SANDBOX_ISOLATION must be bwrap or docker, got {self.isolation!r}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, got {self.port}")
         for name in ("pool_size", "max_concurrency"):

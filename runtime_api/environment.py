@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sandbox import Sandbox, SandboxSpec
+from sandbox import Backend, Sandbox, SandboxSpec
 
 from .functions import FunctionSpec
 from .invocation import (
@@ -75,10 +75,6 @@ def _invalid_transition(current: str, wanted: str) -> RuntimeAPIError:
 class PoolHooks(Protocol):
     def on_ready(self, env: Environment) -> None: ...
     def on_stopped(self, env: Environment, undelivered: Invocation | None) -> None: ...
-
-
-class Backend(Protocol):
-    async def start(self, spec: SandboxSpec) -> Sandbox: ...
 
 
 class Environment:

@@ -25,6 +25,18 @@ _ARN_RE = re.compile(
 _PARTIAL_ARN_RE = re.compile(r"^(?P<account>\d{12}):function:(?P<name>[^:]+)(?::(?P<qualifier>[^:]+))?$")
 
 
+ISOLATIONS = ("bwrap", "docker")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """ImageConfig of a PackageType Image function: overrides of the image's own settings."""
+
+    entry_point: tuple[str, ...] | None = None
+    command: tuple[str, ...] | None = None
+    working_directory: str | None = None
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     """One function as the service runs it: everything a sandbox and its bootstrap need.
@@ -35,8 +47,8 @@ class FunctionSpec:
 
     name: str  # FunctionName (or the logical id when the template gives none)
     handler: str | None  # "app.handler"; None for provided.* runtimes that ignore it
-    runtime: str  # "python3.12", "provided.al2023", ...
-    code_dir: Path  # absolute host path of CodeUri
+    runtime: str  # "python3.12", "provided.al2023", ...; "" for PackageType Image
+    code_dir: Path | None  # absolute host path of CodeUri; None for PackageType Image
     logical_id: str | None = None  # the template resource id, also addressable
     description: str = ""
     timeout: int = 3  # seconds, 1..900
@@ -48,6 +60,10 @@ class FunctionSpec:
     log_format: str = "Text"  # LoggingConfig.LogFormat: Text | JSON
     application_log_level: str | None = None  # LoggingConfig.ApplicationLogLevel (JSON format only)
     allow_network: bool | None = None  # Metadata.SandboxRuntime.AllowNetwork; None: SANDBOX_ALLOW_NETWORK
+    isolation: str | None = None  # Metadata.SandboxRuntime.Isolation; None: SANDBOX_ISOLATION (Image: docker)
+    package_type: str = "Zip"  # Zip | Image
+    image_uri: str | None = None  # PackageType Image: the image, which must be on the Docker engine
+    image_config: ImageConfig = field(default_factory=ImageConfig)
     region: str = "us-east-1"
     account_id: str = "123456789012"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Mapping
 
 from .functions import LATEST, FunctionSpec
 from .runtimes import RuntimeLaunch
@@ -66,8 +67,15 @@ _PROXY_VARIABLES = {
 
 
 def function_environment(
-    function: FunctionSpec, launch: RuntimeLaunch, *, region: str, network: bool = False
+    function: FunctionSpec,
+    launch: RuntimeLaunch,
+    *,
+    region: str,
+    network: bool = False,
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
+    """The complete environment of a function's runtime. `base` (an image's own ENV) replaces Lambda's
+    unreserved defaults; the function's variables replace both; the reserved names are Lambda's."""
     today = datetime.datetime.now(datetime.UTC).strftime("%Y/%m/%d")
     unreserved = {
         "LANG": "en_US.UTF-8",
@@ -95,8 +103,8 @@ def function_environment(
         "_AWS_XRAY_DAEMON_PORT": "2000",
         **_DUMMY_CREDENTIALS,
     }
-    if function.handler:
-        reserved["_HANDLER"] = function.handler
+    if handler := function.handler or launch.handler:
+        reserved["_HANDLER"] = handler
     if launch.execution_env:
         reserved["AWS_EXECUTION_ENV"] = launch.execution_env
     # LoggingConfig, as Lambda hands it to the runtime; the function's own variables may override.
@@ -111,7 +119,7 @@ def function_environment(
         for key, value in function.environment.items()
         if key in _OVERRIDABLE or (key not in _RESERVED and key not in unreserved)
     }
-    return {**unreserved, **customer, **reserved}
+    return {**unreserved, **(base or {}), **customer, **reserved}
 
 
 def reserved_variables(function: FunctionSpec) -> list[str]:

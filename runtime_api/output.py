@@ -46,11 +46,16 @@ class FunctionOutput:
         loop.add_reader(fd, self._on_readable)
 
     def detach(self) -> None:
-        """The sandbox is gone: take what is left in the pipe and stop watching it."""
+        """The sandbox is gone: take what is left in the pipe, stop watching it and close it (it is ours
+        once the sandbox has started)."""
         self.drain()
         if self._fd is not None and self._loop is not None:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._fd)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def drain(self) -> None:
         """Take everything already written (a runtime writes its output before it answers)."""

@@ -19,11 +19,14 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sandbox.staging import fingerprint, stage_tree
+
+from .functions import FunctionSpec
 
 BOOTSTRAP_PACKAGE = "sandbox_bootstrap"
 _BOOTSTRAP_SOURCE = Path(__file__).resolve().parent.parent / "bootstrap"
@@ -47,6 +50,8 @@ class RuntimeLaunch:
     interpreter: Path | None = None
     extra_ro_binds: tuple[Path, ...] = ()
     execution_env: str | None = None  # AWS_EXECUTION_ENV, absent on provided runtimes
+    image_env: Mapping[str, str] | None = None  # PackageType Image: the image's own ENV
+    handler: str | None = None  # PackageType Image: the CMD's first word, which Lambda presents as _HANDLER
 
 
 @dataclass(frozen=True)
@@ -274,3 +279,24 @@ def _prune(cache_root: Path, keep: Path, max_age_days: float = 7) -> None:
     for path in cache_root.glob("runtime-*"):
         if path != keep and path.stat().st_mtime < cutoff:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def image_launch(function: FunctionSpec, image: Mapping[str, Any]) -> RuntimeLaunch:
+    """How a PackageType Image function starts, from `docker image inspect` and its ImageConfig: the
+    entry point and command (each overridable), the working folder, and the image's ENV."""
+    config = image.get("Config") or {}
+    override = function.image_config
+    entry_point = override.entry_point if override.entry_point is not None else tuple(config.get("Entrypoint") or ())
+    command = override.command if override.command is not None else tuple(config.get("Cmd") or ())
+    argv = (*entry_point, *command)
+    if not argv:
+        raise RuntimeUnavailable(f"the image {function.image_uri} has no ENTRYPOINT or CMD, and ImageConfig sets none")
+    env = dict(item.partition("=")[::2] for item in config.get("Env") or () if "=" in item)
+    return RuntimeLaunch(
+        runtime="image",
+        command=argv,
+        cwd=override.working_directory or config.get("WorkingDir") or "/var/task",
+        uses_bootstrap=False,
+        image_env=env,
+        handler=command[0] if command else None,
+    )

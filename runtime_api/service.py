@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sandbox import CodeStager, SandboxSpec, UidPool, egress
+from sandbox import Backend, CodeStager, SandboxError, SandboxSpec, UidPool, egress
 from sandbox.bwrap import BwrapBackend
 from sandbox.cgroups import CgroupError, Cgroups, favor_dynamic_modifications
+from sandbox.docker import DockerBackend, DockerUnavailable
 from sandbox.egress import EgressPolicy
 
 from .capacity import Capacity
@@ -35,6 +36,7 @@ from .runtimes import (
     RuntimeResolver,
     RuntimeUnavailable,
     compile_python_tree,
+    image_launch,
     provision_runtime_dir,
     reachable_by_sandboxes,
 )
@@ -74,7 +76,7 @@ class StartupError(Exception):
     """The service cannot run on this machine as configured; the message says what to do."""
 
 
-def preflight() -> None:
+def preflight(*, bwrap: bool = True) -> None:
     if os.geteuid() != 0:
         # Each sandbox runs as its own unprivileged uid, and the service opens the sandbox's
         # Runtime API listener inside the sandbox's network namespace: both need root.
@@ -82,7 +84,7 @@ def preflight() -> None:
             "must run as root (it switches every sandbox to its own unprivileged uid); "
             "run it with sudo or in the container image"
         )
-    if shutil.which("bwrap") is None:
+    if bwrap and shutil.which("bwrap") is None:
         raise StartupError("bubblewrap is not installed: run scripts/install, or apt-get install bubblewrap")
 
 
@@ -103,7 +105,11 @@ class Service:
         self._code: dict[str, Path] = {}
         self._state_dir: Path | None = None
         self._owns_state_dir = False
-        self._backend: BwrapBackend | None = None
+        # One uid pool for every backend: a uid is never in use by two sandboxes at once.
+        first, last = settings.uid_range
+        self._uids = UidPool(first, last - first + 1)
+        self._backends: dict[str, Backend] = {}
+        self._docker: DockerBackend | None = None
         self._runtime_api: RuntimeAPIServer | None = None
         self._runtime_dir: Path | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -117,19 +123,20 @@ class Service:
     async def start(self, *, warm_up: bool = True) -> None:
         """Prepare every function. `warm_up` (for a long-lived service) pre-starts environments and
         byte-compiles staged code in the background; a one-shot invoke skips both."""
-        settings = self.settings
         self._state_dir = self._make_state_dir()
         stager = CodeStager(self._state_dir / "code")
-        preflight()
+        self.preflight()
         _raise_open_files_limit()
-        first, last = settings.uid_range
-        self._cgroups = self._detect_cgroups()
-        self._backend = BwrapBackend(uid_pool=UidPool(first, last - first + 1), cgroups=self._cgroups)
-        self._runtime_api = RuntimeAPIServer()
         await asyncio.to_thread(self.prepare)
+        if self._uses("bwrap"):
+            self._cgroups = self._detect_cgroups()
+            self._backends["bwrap"] = BwrapBackend(uid_pool=self._uids, cgroups=self._cgroups)
+        if self._docker is not None:
+            self._backends["docker"] = self._docker
+        self._runtime_api = RuntimeAPIServer()
         for function in self.registry:
             launch = self._launches.get(function.name)
-            if launch is None:
+            if launch is None or function.code_dir is None:
                 continue
             self._code[function.name] = await asyncio.to_thread(
                 stager.stage, function.code_dir, name=function.code_dir.name
@@ -189,13 +196,27 @@ class Service:
                 log.warning("sandbox.cgroup_favordynmods_failed", detail=str(exc))
         return cgroups
 
+    def isolation_of(self, function: FunctionSpec) -> str:
+        if function.package_type == "Image":
+            return "docker"
+        return function.isolation or self.settings.isolation
+
+    def _uses(self, isolation: str) -> bool:
+        return self.settings.isolation == isolation or any(
+            self.isolation_of(f) == isolation and f.name in self._launches for f in self.registry
+        )
+
+    def preflight(self) -> None:
+        preflight(bwrap=any(self.isolation_of(f) == "bwrap" for f in self.registry))
+
     def prepare(self) -> None:
         """What can fail for reasons the user must fix, done before anything is served (so it is a
         one-line StartupError, not a failed start-up): how each function runs (--strict-runtimes
-        refusals) and /var/runtime in the cache folder."""
+        refusals), the Docker engine and images, and /var/runtime in the cache folder."""
         if self._runtime_dir is not None:
             return
         self._resolve_runtimes()
+        self._connect_docker()
         cache = self.settings.cache_dir.absolute()
         if not reachable_by_sandboxes(cache.parent):
             raise StartupError(
@@ -207,8 +228,37 @@ class Service:
         except OSError as exc:
             raise StartupError(f"cannot prepare the runtime folder in SANDBOX_CACHE_DIR={cache}: {exc}") from None
 
+    def _connect_docker(self) -> None:
+        """Reach Docker if anything runs on it; inspect each image function's image for its command."""
+        wanted = [f for f in self.registry if self.isolation_of(f) == "docker" and f.name not in self.unavailable]
+        if self.settings.isolation != "docker" and not wanted:
+            return
+        docker = DockerBackend(uid_pool=self._uids, docker_host=self.settings.docker_host)
+        try:
+            docker.connect()
+        except DockerUnavailable as exc:
+            docker.close()
+            if self.settings.isolation == "docker":
+                raise StartupError(str(exc)) from None
+            for function in wanted:
+                self._launches.pop(function.name, None)
+                self.unavailable[function.name] = str(exc)
+            log.warning("sandbox.docker_unavailable", functions=[f.name for f in wanted], detail=str(exc))
+            return
+        self._docker = docker
+        for function in wanted:
+            if function.package_type != "Image":
+                continue
+            try:
+                self._launches[function.name] = image_launch(function, docker.image(function.image_uri or ""))
+            except (SandboxError, RuntimeUnavailable) as exc:
+                self.unavailable[function.name] = str(exc)
+                log.warning("function.unavailable", function=function.name, reason=str(exc))
+
     def _resolve_runtimes(self) -> None:
         for function in self.registry:
+            if function.package_type == "Image":
+                continue
             try:
                 self._launches[function.name] = self.resolver.resolve(function.runtime)
             except RuntimeUnavailable as exc:
@@ -224,8 +274,8 @@ class Service:
             self._reaper.cancel()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self._backend is not None:
-            await asyncio.to_thread(self._backend.close)
+        for backend in self._backends.values():
+            await asyncio.to_thread(backend.close)
         if self._cgroups is not None:
             self._cgroups.close()
         if self._owns_state_dir and self._state_dir is not None:
@@ -269,9 +319,12 @@ class Service:
         network = self.allows_network(function)
         spec = SandboxSpec(
             command=launch.command,
-            env=function_environment(function, launch, region=self.settings.region, network=network),
+            env=function_environment(
+                function, launch, region=self.settings.region, network=network, base=launch.image_env
+            ),
             allow_network=network,
-            code_dir=self._code[function.name],
+            image=function.image_uri if function.package_type == "Image" else None,
+            code_dir=self._code.get(function.name),
             runtime_dir=self._runtime_dir if launch.uses_bootstrap else None,
             extra_ro_binds=launch.extra_ro_binds,
             cwd=launch.cwd,
@@ -280,11 +333,11 @@ class Service:
             cpu_cores=self.settings.cpu_quota or max(0.05, function.memory_size / _MB_PER_VCPU),
             label=function.name,
         )
-        assert self._backend is not None and self._runtime_api is not None
+        assert self._runtime_api is not None
         return Environment(
             function,
             spec,
-            backend=self._backend,
+            backend=self._backends[self.isolation_of(function)],
             hooks=pool,
             serve_runtime_api=self._runtime_api.serve,
             serve_egress=self._serve_egress,
@@ -315,5 +368,8 @@ class Service:
             "limits": {"cgroups": self._cgroups is not None, "problem": self.limits_problem},
             "functions": {name: pool.describe() for name, pool in self.pools.items()},
             "unavailable": dict(self.unavailable),
-            "backend": self._backend.status().__dict__ if self._backend else None,
+            "backend": self._backends[self.settings.isolation].status().__dict__
+            if self.settings.isolation in self._backends
+            else None,
+            "backends": {name: backend.status().__dict__ for name, backend in self._backends.items()},
         }

@@ -22,7 +22,7 @@ from cfnlint.decode import decode
 from samtranslator.model.exceptions import ExceptionWithMessage
 from samtranslator.plugins.globals.globals import Globals
 
-from .functions import FunctionSpec
+from .functions import ISOLATIONS, FunctionSpec, ImageConfig
 from .intrinsics import NO_VALUE, IntrinsicResolver, InvalidValue, Unresolvable, stringify
 
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
@@ -150,24 +150,35 @@ def _load_resource(
     props = _Properties(raw, resolver)
 
     package_type = props.get("PackageType")
-    if package_type == "Image" or (package_type is None and _has_image_uri(kind, raw)):
-        return "PackageType Image is not supported yet"
-    if package_type not in (None, "Zip"):
+    if package_type is None:
+        package_type = "Image" if _has_image_uri(kind, raw) else "Zip"
+    if package_type not in ("Zip", "Image"):
         raise InvalidValue(f"PackageType must be Zip or Image, got {package_type!r}")
+    metadata = _sandbox_metadata(resource, resolver)
 
-    code = _code_location(kind, props)
-    if isinstance(code, _Skip):
-        return code.reason
-    runtime = props.get("Runtime")
-    if runtime is None:
-        raise InvalidValue("Runtime is required")
-    if not isinstance(runtime, str) or not runtime:
-        raise InvalidValue(f"Runtime must be a string, got {runtime!r}")
-    handler = props.get("Handler")
-    if handler is None and runtime not in _PROVIDED_RUNTIMES:
-        raise InvalidValue(f"Handler is required for runtime {runtime}")
-    if handler is not None and (not isinstance(handler, str) or not handler):
-        raise InvalidValue(f"Handler must be a non-empty string, got {handler!r}")
+    image_uri: str | None = None
+    image_config = ImageConfig()
+    code_dir: Path | None = None
+    if package_type == "Image":
+        # Runtime and Handler mean nothing for an image (CloudFormation refuses them; sam ignores them).
+        runtime, handler = "", None
+        image_uri = _image_uri(kind, props, resource, logical_id)
+        image_config = _image_config(props)
+    else:
+        code = _code_location(kind, props)
+        if isinstance(code, _Skip):
+            return code.reason
+        runtime = props.get("Runtime")
+        if runtime is None:
+            raise InvalidValue("Runtime is required")
+        if not isinstance(runtime, str) or not runtime:
+            raise InvalidValue(f"Runtime must be a string, got {runtime!r}")
+        handler = props.get("Handler")
+        if handler is None and runtime not in _PROVIDED_RUNTIMES:
+            raise InvalidValue(f"Handler is required for runtime {runtime}")
+        if handler is not None and (not isinstance(handler, str) or not handler):
+            raise InvalidValue(f"Handler must be a non-empty string, got {handler!r}")
+        code_dir = _code_dir(code, base_dir, handler, runtime)
 
     name = props.get("FunctionName", logical_id)
     if not isinstance(name, str) or not _FUNCTION_NAME_RE.fullmatch(name):
@@ -176,14 +187,20 @@ def _load_resource(
     if isinstance(description, (dict, list)):
         raise InvalidValue(f"Description must be a string, got {description!r}")
     reserved = props.get("ReservedConcurrentExecutions")
-    allow_network = _sandbox_metadata(resource, resolver).get("AllowNetwork")
+    allow_network = metadata.get("AllowNetwork")
     if allow_network is not None and not isinstance(allow_network, bool):
         raise InvalidValue(f"Metadata.SandboxRuntime.AllowNetwork must be true or false, got {allow_network!r}")
+    isolation = metadata.get("Isolation")
+    if isolation is not None and isolation not in ISOLATIONS:
+        choices = ", ".join(ISOLATIONS)
+        raise InvalidValue(f"Metadata.SandboxRuntime.Isolation must be one of {choices}, got {isolation!r}")
+    if package_type == "Image" and isolation == "bwrap":
+        raise InvalidValue("PackageType Image functions run on the docker isolation, not bwrap")
     spec = FunctionSpec(
         name=name,
         handler=handler,
         runtime=runtime,
-        code_dir=_code_dir(code, base_dir, handler, runtime),
+        code_dir=code_dir,
         logical_id=logical_id,
         description=stringify(description),
         timeout=_integer(props.get("Timeout", 3), "Timeout", 1, 900, " seconds"),
@@ -199,6 +216,10 @@ def _load_resource(
         if reserved is None
         else _integer(reserved, "ReservedConcurrentExecutions", 0, None, ""),
         allow_network=allow_network,
+        isolation=isolation,
+        package_type=package_type,
+        image_uri=image_uri,
+        image_config=image_config,
         region=region,
         account_id=account_id,
     )
@@ -229,6 +250,39 @@ class _Skip:
 @dataclass(frozen=True)
 class _Inline:
     source: str
+
+
+def _image_uri(kind: str, props: _Properties, resource: Mapping[str, Any], logical_id: str) -> str:
+    """ImageUri, or the name `sam build` gives the image it builds from Metadata.Dockerfile."""
+    uri = props.get("ImageUri") if kind == SERVERLESS_FUNCTION else props.get("Code.ImageUri")
+    if uri is None:
+        metadata = resource.get("Metadata") or {}
+        if isinstance(metadata, dict) and "Dockerfile" in metadata:
+            tag = metadata.get("DockerTag") or "latest"
+            return f"{logical_id.lower()}:{tag}"
+        raise InvalidValue("PackageType Image needs ImageUri (or Metadata.Dockerfile, as `sam build` uses)")
+    if not isinstance(uri, str) or not uri:
+        raise InvalidValue(f"ImageUri must be a non-empty string, got {uri!r}")
+    return uri
+
+
+def _image_config(props: _Properties) -> ImageConfig:
+    config = props.get("ImageConfig", {})
+    if not isinstance(config, dict):
+        raise InvalidValue(f"ImageConfig must be a mapping, got {config!r}")
+
+    def strings(key: str) -> tuple[str, ...] | None:
+        value = config.get(key)
+        if value is None or value is NO_VALUE:
+            return None
+        if not isinstance(value, list) or not all(isinstance(item, (str, int, float)) for item in value):
+            raise InvalidValue(f"ImageConfig.{key} must be a list of strings, got {value!r}")
+        return tuple(stringify(item) for item in value)
+
+    workdir = config.get("WorkingDirectory")
+    if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/")):
+        raise InvalidValue(f"ImageConfig.WorkingDirectory must be an absolute path, got {workdir!r}")
+    return ImageConfig(entry_point=strings("EntryPoint"), command=strings("Command"), working_directory=workdir)
 
 
 def _has_image_uri(kind: str, raw: Mapping[str, Any]) -> bool:

@@ -105,6 +105,8 @@ class BwrapBackend:
     async def start(self, spec: SandboxSpec) -> BwrapSandbox:
         if not self._bwrap:
             raise SandboxError("bwrap is not installed (apt-get install bubblewrap)")
+        if spec.image is not None or spec.code_dir is None:
+            raise SandboxError("bwrap runs code folders; container images need the docker backend")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._start_blocking, spec)
 
@@ -171,8 +173,7 @@ class BwrapBackend:
         except BaseException:
             sandbox.kill()  # before the block pipe closes: EOF on --block-fd means "go"
             for fd in fds:
-                if fd != out_r:
-                    os.close(fd)
+                os.close(fd)
             proc.wait()
             sandbox._release()
             raise
@@ -231,7 +232,7 @@ class BwrapBackend:
 
 
 class BwrapSandbox:
-    """A running bwrap sandbox. The caller owns `listener` once `start` returns."""
+    """A running bwrap sandbox. The caller owns `listener` and `output_fd` once `start` returns."""
 
     def __init__(
         self,
@@ -315,8 +316,6 @@ class BwrapSandbox:
         if self._child_pidfd is not None:
             os.close(self._child_pidfd)
             self._child_pidfd = None
-        with contextlib.suppress(OSError):
-            os.close(self.output_fd)
         self._uid_pool.release(self._uid)
         if self._group is not None:
             # What the group knows is read now: it is removed (once its processes are gone) next.

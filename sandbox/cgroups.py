@@ -37,6 +37,20 @@ class SandboxCgroup:
         self.version = version
         self._dirs = dirs  # controller -> folder ("unified" for v2)
 
+    @classmethod
+    def of_process(cls, pid: int, root: Path = _ROOT) -> SandboxCgroup | None:
+        """The memory group another manager (Docker) put a process in, to read its counters; None if the
+        process is gone or has no memory controller."""
+        try:
+            memberships = _memberships(Path(f"/proc/{pid}/cgroup"))
+        except (OSError, ValueError):
+            return None
+        if "memory" in memberships:
+            return cls(1, {"memory": root / "memory" / memberships["memory"].lstrip("/")})
+        if "" in memberships and (root / "cgroup.controllers").exists():
+            return cls(2, {"unified": root / memberships[""].lstrip("/")})
+        return None
+
     def attach(self, pid: int) -> None:
         for folder in self._dirs.values():
             (folder / "cgroup.procs").write_text(str(pid))
@@ -206,12 +220,13 @@ def _sweep_dead_services(folder: Path) -> None:
     """Remove groups left by services that were killed outright (named for their pid)."""
     for path in folder.glob("sandbox-runtime-*"):
         pid = path.name.removeprefix("sandbox-runtime-")
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         _remove_tree(path, timeout=0)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

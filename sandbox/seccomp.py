@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
+import platform
 
 import pyseccomp as sc
 
-__all__ = ["DENIED_SYSCALLS", "build_filter", "filter_bytes", "filter_fd"]
+__all__ = ["DENIED_SYSCALLS", "build_filter", "docker_profile", "filter_bytes", "filter_fd"]
 
 DENIED_SYSCALLS: tuple[str, ...] = (
     # debugging
@@ -137,3 +139,46 @@ def filter_fd() -> int:
         os.close(fd)
         raise
     return fd
+
+
+# Docker names the native ABI by these; anything else falls to the bad-arch action, as in `build_filter`.
+_DOCKER_ARCHES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
+
+
+@functools.cache
+def docker_profile() -> str:
+    """The same rules as `build_filter`, as a Docker seccomp profile (JSON for `--security-opt seccomp=`).
+
+    Docker's own default profile is an allow-list written for containers in general; this one is the
+    deny-list every bwrap sandbox gets, so both backends refuse exactly the same calls, with the same
+    errno. Rules for one name are ORed; the arguments inside one rule are ANDed (runc's semantics).
+    For SCMP_CMP_MASKED_EQ, `value` is the mask and `valueTwo` the expected result.
+    """
+
+    def rule(names: list[str], err: int = errno.EPERM, *args: dict[str, object]) -> dict[str, object]:
+        entry: dict[str, object] = {"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": err}
+        if args:
+            entry["args"] = list(args)
+        return entry
+
+    def arg(index: int, op: str, value: int, value_two: int = 0) -> dict[str, object]:
+        return {"index": index, "value": value, "valueTwo": value_two, "op": op}
+
+    rules = [rule([name for name in DENIED_SYSCALLS if _nr(name) is not None])]
+    rules += [rule(["clone"], errno.EPERM, arg(0, "SCMP_CMP_MASKED_EQ", f, f)) for f in CLONE_NAMESPACE_FLAGS.values()]
+    rules.append(rule(["clone3"], errno.ENOSYS))
+    rules += [rule(["ioctl"], errno.EPERM, arg(1, "SCMP_CMP_MASKED_EQ", _U32, r)) for r in DENIED_IOCTLS.values()]
+    rules.append(rule(["personality"], errno.EPERM, arg(0, "SCMP_CMP_GT", _U32)))
+    for i in range(32):
+        one, zero = 1 << i, 1 << ((i + 1) % 32)
+        rules.append(rule(["personality"], errno.EPERM, arg(0, "SCMP_CMP_MASKED_EQ", one | zero, one)))
+    last_allowed = max(ALLOWED_SOCKET_FAMILIES)
+    rules += [
+        rule(["socket"], errno.EAFNOSUPPORT, arg(0, "SCMP_CMP_EQ", family))
+        for family in range(last_allowed)
+        if family not in ALLOWED_SOCKET_FAMILIES
+    ]
+    rules.append(rule(["socket"], errno.EAFNOSUPPORT, arg(0, "SCMP_CMP_GT", last_allowed)))
+    arch = _DOCKER_ARCHES.get(platform.machine())
+    profile = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": [arch] if arch else [], "syscalls": rules}
+    return json.dumps(profile, separators=(",", ":"))

@@ -21,7 +21,7 @@ class SandboxSpec:
 
     command: tuple[str, ...]  # argv inside the sandbox
     env: Mapping[str, str]  # the complete environment of the command
-    code_dir: Path  # mounted read-only at /var/task
+    code_dir: Path | None  # mounted read-only at /var/task (None: an image brings its own)
     runtime_dir: Path | None = None  # mounted read-only at /var/runtime
     opt_dir: Path | None = None  # mounted read-only at /opt (layers)
     extra_ro_binds: tuple[Path, ...] = ()  # host paths bound read-only at the same place (interpreters)
@@ -32,6 +32,7 @@ class SandboxSpec:
     pids_limit: int = 1024  # processes and threads, as on Lambda
     open_files_limit: int = 1024  # RLIMIT_NOFILE, as on Lambda
     allow_network: bool = False  # outbound access through the egress proxy (sandbox/egress.py)
+    image: str | None = None  # Docker only: run this image (PackageType Image) instead of the host's /usr
     hostname: str = "sandbox"
     label: str = ""  # for logs only
 
@@ -41,7 +42,7 @@ class Sandbox(Protocol):
 
     @property
     def output_fd(self) -> int:
-        """Non-blocking read end of the command's merged stdout and stderr."""
+        """Non-blocking read end of the command's merged stdout and stderr; the caller closes it."""
 
     @property
     def listener(self):  # socket.socket
@@ -66,6 +67,19 @@ class Sandbox(Protocol):
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed something in the sandbox for exceeding its memory limit."""
+
+
+class Backend(Protocol):
+    """An isolation mechanism (bwrap, docker): starts sandboxes from specs."""
+
+    name: str
+
+    async def start(self, spec: SandboxSpec) -> Sandbox: ...
+
+    def status(self) -> BackendStatus: ...
+
+    def close(self) -> None:
+        """Release the backend's own resources once every sandbox it started is gone."""
 
 
 class SandboxError(Exception):

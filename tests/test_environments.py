@@ -416,7 +416,8 @@ def test_pool_size_pre_starts_environments(start_service, tmp_path):
     _, body = invoke(service.client(), "echo", {"warm": True})
     assert json.loads(body) == {"warm": True}
     assert pool(service, "echo")["cold_starts"] == 0
-    assert pool(service, "echo")["environments"] == {"ready": 2}
+    # The environment that answered is BUSY until its runtime asks for the next event.
+    wait_for(lambda: pool(service, "echo")["environments"] == {"ready": 2}, 5, "both environments ready again")
 
 
 def test_idle_environments_are_reaped_after_the_keep_alive(start_service, tmp_path):

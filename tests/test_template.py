@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime_api.functions import FunctionSpec
+from runtime_api.functions import FunctionSpec, ImageConfig
 from runtime_api.template import Template, TemplateError, load_template
 
 FIXTURES = Path(__file__).parent / "fixtures" / "templates"
@@ -242,8 +242,6 @@ def test_lambda_function_with_zipfile_and_local_code(tmp_path: Path) -> None:
     [
         ("CodeUri: s3://my-bucket/code.zip", "CodeUri s3://my-bucket/code.zip is on S3; only local code"),
         ("CodeUri: {Bucket: my-bucket, Key: code.zip}", "CodeUri is an S3 location; only local code"),
-        ("PackageType: Image\nImageUri: hello:latest", "PackageType Image is not supported yet"),
-        ("ImageUri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/hello:1", "PackageType Image"),
     ],
 )
 def test_functions_we_cannot_run_are_skipped(tmp_path: Path, properties: str, reason: str) -> None:
@@ -253,6 +251,61 @@ def test_functions_we_cannot_run_are_skipped(tmp_path: Path, properties: str, re
     [(logical_id, why)] = template.skipped
     assert logical_id == "Fn"
     assert why.startswith(reason)
+
+
+def test_image_functions(tmp_path: Path) -> None:
+    """PackageType Image (explicit, or implied by ImageUri) with ImageConfig; the image sam build makes
+    from Metadata.Dockerfile; Runtime and Handler mean nothing for images."""
+    path = write(
+        tmp_path,
+        """
+        Resources:
+          Explicit:
+            Type: AWS::Serverless::Function
+            Properties:
+              PackageType: Image
+              ImageUri: registry.example/app:1
+              ImageConfig:
+                EntryPoint: [/lambda-entrypoint.sh]
+                Command: [app.handler, 2]
+                WorkingDirectory: /srv
+          Implied:
+            Type: AWS::Lambda::Function
+            Properties: {Code: {ImageUri: local/app:latest}, Role: arn:aws:iam::123456789012:role/r}
+          Built:
+            Type: AWS::Serverless::Function
+            Metadata: {Dockerfile: Dockerfile, DockerContext: ., DockerTag: v3}
+            Properties: {PackageType: Image}
+        """,
+    )
+    template = load_template(path)
+    explicit = by_id(template, "Explicit")
+    assert (explicit.package_type, explicit.image_uri, explicit.code_dir) == ("Image", "registry.example/app:1", None)
+    assert (explicit.runtime, explicit.handler) == ("", None)
+    assert explicit.image_config == ImageConfig(("/lambda-entrypoint.sh",), ("app.handler", "2"), "/srv")
+    implied = by_id(template, "Implied")
+    assert (implied.package_type, implied.image_uri, implied.image_config) == (
+        "Image",
+        "local/app:latest",
+        ImageConfig(),
+    )
+    assert by_id(template, "Built").image_uri == "built:v3"
+
+
+def test_isolation_metadata(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        one_function(BASE, extra="    Metadata: {SandboxRuntime: {Isolation: docker, AllowNetwork: false}}\n"),
+    )
+    [function] = load_template(path).functions
+    assert (function.isolation, function.allow_network, function.package_type) == ("docker", False, "Zip")
+    path = write(tmp_path, one_function(BASE, extra="    Metadata: {SandboxRuntime: {Isolation: vm}}\n"))
+    with pytest.raises(TemplateError, match="Isolation must be one of bwrap, docker, got 'vm'"):
+        load_template(path)
+    image = "PackageType: Image\nImageUri: a:1"
+    path = write(tmp_path, one_function(image, extra="    Metadata: {SandboxRuntime: {Isolation: bwrap}}\n"))
+    with pytest.raises(TemplateError, match="PackageType Image functions run on the docker isolation"):
+        load_template(path)
 
 
 def test_code_uri_defaults_to_the_template_folder(tmp_path: Path) -> None:
@@ -340,6 +393,10 @@ BASE = "Runtime: python3.12\nHandler: app.handler\nCodeUri: src\n"
         (BASE + "Timeout: !GetAtt Other.Timeout", "Timeout: Fn::GetAtt cannot be resolved locally"),
         (BASE + "Description: !Ref Nowhere", "Description: Ref to Nowhere, which is neither a parameter nor"),
         (BASE + "PackageType: Tarball", "PackageType must be Zip or Image, got 'Tarball'"),
+        ("PackageType: Image", "PackageType Image needs ImageUri"),
+        ("PackageType: Image\nImageUri: [a]", "ImageUri must be a non-empty string"),
+        ("ImageUri: a:1\nImageConfig: {Command: app.handler}", "ImageConfig.Command must be a list of strings"),
+        ("ImageUri: a:1\nImageConfig: {WorkingDirectory: srv}", "ImageConfig.WorkingDirectory must be an absolute"),
         (BASE + "InlineCode: x = 1", "only one of InlineCode and CodeUri can be set"),
         ("Runtime: python3.12\nCodeUri: src", "Handler is required for runtime python3.12"),
         ("Handler: app.handler\nCodeUri: src", "Runtime is required"),
