@@ -57,6 +57,9 @@ _HOLDER_MEMORY = 16 * 1024 * 1024
 _SHELL = "/var/sandbox-runtime/busybox"
 _OUTPUT = "/var/sandbox-runtime/output"
 _OUTPUT_SCRIPT = f'exec >{_OUTPUT} 2>&1; exec "$@"'
+# Variables Docker (HOME, HOSTNAME) or the shell (PWD, OLDPWD, SHLVL) add; unset unless the spec sets
+# them, so the command's environment is exactly the spec's, as in a bwrap sandbox (--clearenv).
+_ADDED_VARIABLES = ("HOME", "HOSTNAME", "PWD", "OLDPWD", "SHLVL")
 _SHELL_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
 
@@ -243,7 +246,8 @@ class DockerBackend:
         api = self._client.api
         uid = self._uid_pool.acquire()
         try:
-            sandbox = DockerSandbox(api, uid, self._uid_pool, loop, self._state_dir / f"output-{next(self._serial)}")
+            fifo = self._state_dir / f"output-{next(self._serial)}"
+            sandbox = DockerSandbox(api, uid, self._uid_pool, loop, fifo, spec.memory_mb * 1024 * 1024)
         except BaseException:
             self._uid_pool.release(uid)
             raise
@@ -340,7 +344,9 @@ class DockerBackend:
             "tty": False,
         }
         # The static shell points the command's stdout and stderr at the FIFO, then becomes the command.
-        config["entrypoint"] = [_SHELL, "sh", "-c", _OUTPUT_SCRIPT, "sandbox-runtime"]
+        added = " ".join(name for name in _ADDED_VARIABLES if name not in spec.env)
+        script = f"unset {added}; {_OUTPUT_SCRIPT}" if added else _OUTPUT_SCRIPT
+        config["entrypoint"] = [_SHELL, "sh", "-c", script, "sandbox-runtime"]
         config["command"] = list(spec.command)
         return config
 
@@ -349,8 +355,11 @@ class DockerSandbox:
     """A running container pair. One thread per sandbox waits for the function container to end, then
     records how it ended and removes both containers."""
 
-    def __init__(self, api: Any, uid: int, uid_pool: UidPool, loop: asyncio.AbstractEventLoop, fifo: Path) -> None:
+    def __init__(
+        self, api: Any, uid: int, uid_pool: UidPool, loop: asyncio.AbstractEventLoop, fifo: Path, memory_bytes: int
+    ) -> None:
         self._api = api
+        self._memory_bytes = memory_bytes
         self._uid = uid
         self._uid_pool = uid_pool
         self._loop = loop
@@ -385,10 +394,13 @@ class DockerSandbox:
         try:
             with contextlib.suppress(Exception):
                 status = int(self._api.wait(self.container_id)["StatusCode"])
-            self.memory_peak_bytes()  # the last reading, before the group goes
             with contextlib.suppress(Exception):
                 state = self._api.inspect_container(self.container_id)["State"]
                 self._oom = bool(state.get("OOMKilled")) or self._oom
+            if self._oom:
+                # Docker removes the container's cgroup as it ends, before its peak can be read; an
+                # OOM kill means the group reached its limit, which is the peak.
+                self._peak = max(self._peak or 0, self._memory_bytes)
             self._remove()
         finally:
             self._loop.call_soon_threadsafe(self._set_exit, status)

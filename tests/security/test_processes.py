@@ -93,8 +93,9 @@ def test_signals_reach_only_the_sandbox(service):
         host_pids = [service.proc.pid, os.getpid(), same_uid.pid]
         seen = probe(service, "kill", host_pids=host_pids)
         assert seen["kill -1"] == "ok" and seen["own child"] == -9, seen
-        assert seen["kill pid 1"] == "ok"  # accepted, and ignored: the namespace's init has no handler for it
-        assert seen["pids after"] == [1, 2]  # the sandbox's init and the runtime itself
+        assert seen["kill pid 1"] == "ok"  # accepted, and ignored: the namespace's init is immune from inside
+        # The sandbox's init and the runtime itself (pid 2 under bwrap; under Docker's init, later).
+        assert len(seen["pids after"]) == 2 and seen["pids after"][0] == 1, seen
         assert {str(pid): seen[str(pid)] for pid in host_pids} == dict.fromkeys(map(str, host_pids), "ESRCH")
         assert same_uid.poll() is None, "a host process of the sandbox's uid was killed"
         assert tagged(tag) == runtime  # the same runtime survived its own kill(-1)
