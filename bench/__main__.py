@@ -1,14 +1,15 @@
 """`python -m bench` (scripts/bench): measure the service against floors measured in the same run.
 
-python -m bench                 # full run (about 70 s)
-python -m bench --quick         # short run (about 20 s)
-python -m bench --only cold     # one part (repeatable: --only warm --only throughput)
+python -m bench                 # full run (80-100 s; about 70 s without a Docker engine)
+python -m bench --quick         # short run (about 25 s)
+python -m bench --only cold     # one part (repeatable: --only warm --only throughput --only docker)
 python -m bench --json out.json # also write every number as JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -18,13 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cold, report, throughput, warm
+from . import backends, cold, report, throughput, warm
+from .clients import InvokeFailed
 from .procs import FUNCTION, TEMPLATE, Server, floor_ready, health, service_ready, start_floor, start_service
 from .procs import write_cold_template as _write_cold_template
 
-PARTS = ("warm", "throughput", "cold")
+PARTS = ("warm", "throughput", "cold", "docker")
 
-FULL = {
+FULL: dict[str, Any] = {
     "warm_warmup": 300,
     "warm_samples": 4000,
     "boto3_warmup": 100,
@@ -37,8 +39,13 @@ FULL = {
     "boto3_tp_duration": 3.0,
     "cold_samples": 40,
     "cold_warmup": 2,
+    # docker against bwrap: cold starts per backend (pairs), then sequential warm invokes per backend
+    "docker_cold_samples": 30,
+    "docker_cold_warmup": 2,
+    "docker_warm_warmup": 100,
+    "docker_warm_samples": 1500,
 }
-QUICK = {
+QUICK: dict[str, Any] = {
     **FULL,
     "warm_warmup": 100,
     "warm_samples": 600,
@@ -51,6 +58,10 @@ QUICK = {
     "boto3_tp_duration": 1.0,
     "cold_samples": 8,
     "cold_warmup": 1,
+    "docker_cold_samples": 6,
+    "docker_cold_warmup": 1,
+    "docker_warm_warmup": 30,
+    "docker_warm_samples": 300,
 }
 
 
@@ -76,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-runtime-bench-"))
     os.chmod(workdir, 0o711)  # the floor sandbox's uid must traverse it to reach its staged code
     # Sandbox uids of our own, apart from the tests' and the default range.
-    uid_base = 900000 + (os.getpid() % 400) * 250
+    uid_base = 900000 + (os.getpid() % 400) * 500
     servers: list[Server] = []
     results: dict[str, Any] = {"params": params, "machine": info}
     try:
-        floor = service = cold_service = None
+        floor = service = cold_service = docker_service = None
         if parts & {"warm", "throughput"}:
             floor = start_floor(workdir)
             pool = params["threads"]  # one warm environment per client thread
@@ -92,11 +103,36 @@ def main(argv: list[str] | None = None) -> int:
                 "cold-service", workdir / "cold.yaml", workdir, pool_size=0, uid_range=(uid_base + 100, uid_base + 199)
             )
             servers.append(cold_service)
+        if "docker" in parts:
+            if problem := backends.engine_problem():
+                results["docker_skipped"] = problem
+                _log(f"skipping docker against bwrap: {problem}")
+            else:
+                pairs = params["docker_cold_samples"] + params["docker_cold_warmup"]
+                docker_names = backends.write_backends_template(workdir / "docker.yaml", pairs)
+                docker_service = start_service(
+                    "docker-service",
+                    workdir / "docker.yaml",
+                    workdir,
+                    pool_size=0,
+                    uid_range=(uid_base + 250, uid_base + 499),
+                )
+                servers.append(docker_service)
         if floor is not None and service is not None:
             floor.ready(lambda: floor_ready(floor))
             service.ready(lambda: service_ready(service, FUNCTION, params["threads"]))
         if cold_service is not None:
             cold_service.ready(lambda: service_ready(cold_service))
+        if (started_docker := docker_service) is not None:
+            try:  # the Docker rows are optional: any failure to run them skips them, with the reason
+                started_docker.ready(lambda: service_ready(started_docker), timeout=120)  # may build the base image
+                problem = backends.unavailable(health(started_docker))
+            except (RuntimeError, OSError) as exc:
+                problem = f"the service for docker against bwrap did not start: {exc}"
+            if problem:
+                results["docker_skipped"] = problem
+                _log(f"skipping docker against bwrap: {problem}")
+                docker_service = None
         _log(f"servers ready ({time.monotonic() - started:.1f}s)")
 
         if "warm" in parts and floor and service:
@@ -139,6 +175,29 @@ def main(argv: list[str] | None = None) -> int:
                 results["cold"] = cold.measure(cold_service.port, names, sandbox_floor, warmup=params["cold_warmup"])
             finally:
                 sandbox_floor.close()
+        if docker_service is not None:
+            n = params["docker_cold_samples"]
+            try:
+                _log(f"docker against bwrap: {n} cold invokes each, alternating")
+                results["docker_cold"] = backends.measure_cold(
+                    docker_service.port, docker_names, warmup=params["docker_cold_warmup"]
+                )
+                n = params["docker_warm_samples"]
+                _log(f"docker against bwrap: warm latency, http.client: {n} invokes each, alternating")
+                results["docker_warm"] = backends.measure_warm(
+                    docker_service.port, warmup=params["docker_warm_warmup"], samples=n
+                )
+                functions = health(docker_service)["pools"]["functions"]
+                results["docker_warm"]["cold_starts"] = {
+                    backend: functions[backends.warm_function(backend)]["cold_starts"] for backend in backends.BACKENDS
+                }
+            except (InvokeFailed, OSError, http.client.HTTPException) as exc:
+                results.pop("docker_cold", None)
+                results.pop("docker_warm", None)
+                results["docker_skipped"] = f"an invoke failed ({type(exc).__name__}: {exc}); service log:\n" + (
+                    docker_service.log_tail(10)
+                )
+                _log(f"docker against bwrap stopped: {results['docker_skipped']}")
         if service is not None:
             pool = health(service)["pools"]["functions"][FUNCTION]
             results["warm_service_pool"] = {
@@ -162,8 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {m['python']}, load {m['loadavg'][0]:.2f} -> {m['loadavg_end'][0]:.2f}, "
         f"{results['seconds']:.0f}s{' (--quick)' if args.quick else ''}"
     )
-    print("ratio = times worse than the floor measured in this run (latency: service/floor; rate: floor/service)\n")
-    print(report.table(table_rows))
+    if table_rows:
+        print("ratio = times worse than the floor measured in this run (latency: service/floor; rate: floor/service)\n")
+        print(report.table(table_rows))
+    if docker_rows := report.docker_rows(results):
+        results["docker_table"] = docker_rows
+        print("\nthe Docker backend against bwrap, the same function in one service (ratio = docker/bwrap):\n")
+        print(report.table(docker_rows, columns=("docker", "bwrap")))
+    elif skipped := results.get("docker_skipped"):
+        print(f"\nthe Docker backend against bwrap: skipped, {skipped}")
     if extra := report.breakdown(results):
         print("\n" + extra)
     if args.json:

@@ -22,7 +22,7 @@ from typing import Any
 
 from runtime_api.functions import FunctionSpec
 from runtime_api.lambda_env import function_environment
-from runtime_api.runtimes import _LAUNCH, RuntimeResolver, provision_runtime_dir
+from runtime_api.runtimes import _LAUNCH, RuntimeLaunch, RuntimeResolver, provision_runtime_dir
 from sandbox import CodeStager, SandboxSpec, UidPool
 from sandbox.bwrap import BwrapBackend
 
@@ -34,32 +34,39 @@ RUNTIME = "python3.11"
 _INIT_DURATION = re.compile(rb"Init Duration: ([0-9.]+) ms")
 
 
+def spec_args(state: Path, label: str, *, network: bool = False) -> tuple[RuntimeLaunch, dict[str, Any]]:
+    """How `Service._new_environment` makes a `SandboxSpec` for the echo function on python3.11, in a
+    state folder of our own: the launch, and every spec field but the command."""
+    launch = RuntimeResolver().resolve(RUNTIME)
+    assert launch.interpreter is not None
+    state.mkdir(mode=0o711)
+    os.chmod(state, 0o711)  # as the service's state dir: traversable by the sandbox uid
+    code = CodeStager(state / "code").stage(FUNCTIONS / "echo", name=label)
+    # /var/runtime as the service lays it out (the bootstrap, byte-compiled), so the breakdown
+    # can time importing it; `-c pass` never reads it, only binds it.
+    runtime_dir = provision_runtime_dir(state / "runtime-cache", [launch.interpreter])
+    function = FunctionSpec(name=label, handler="app.handler", runtime=RUNTIME, code_dir=code)
+    return launch, {
+        "env": function_environment(function, launch, region="us-east-1", network=network),
+        "code_dir": code,
+        "runtime_dir": runtime_dir,
+        "extra_ro_binds": launch.extra_ro_binds,
+        "cwd": launch.cwd,
+        "tmp_size_mb": function.ephemeral_storage,
+        "memory_mb": function.memory_size,
+        "allow_network": network,
+        "label": label,
+    }
+
+
 class BwrapFloor:
     """Runs a command in a sandbox started by the service's own backend with a function's spec (the
     same bwrap flags, uid switch and Runtime API listener), timing spawn → exit."""
 
     def __init__(self, workdir: Path, uid: int | None) -> None:
-        launch = RuntimeResolver().resolve(RUNTIME)
+        launch, self._spec_args = spec_args(workdir / "floor-state", "bench-floor")
         assert launch.interpreter is not None
         self.interpreter = str(launch.interpreter)
-        state = workdir / "floor-state"
-        state.mkdir(mode=0o711)
-        os.chmod(state, 0o711)  # as the service's state dir: traversable by the sandbox uid
-        code = CodeStager(state / "code").stage(FUNCTIONS / "echo", name="bench-floor")
-        # /var/runtime as the service lays it out (the bootstrap, byte-compiled), so the breakdown
-        # can time importing it; `-c pass` never reads it, only binds it.
-        runtime_dir = provision_runtime_dir(state / "runtime-cache", [launch.interpreter])
-        function = FunctionSpec(name="bench-floor", handler="app.handler", runtime=RUNTIME, code_dir=code)
-        self._spec_args = {
-            "env": function_environment(function, launch, region="us-east-1"),
-            "code_dir": code,
-            "runtime_dir": runtime_dir,
-            "extra_ro_binds": launch.extra_ro_binds,
-            "cwd": launch.cwd,
-            "tmp_size_mb": function.ephemeral_storage,
-            "memory_mb": function.memory_size,
-            "label": "bench-floor",
-        }
         first = uid if uid is not None else 299000
         self._backend = BwrapBackend(uid_pool=UidPool(first, 16), cgroups=None, spawn_threads=1)
         self._loop = asyncio.new_event_loop()
@@ -75,9 +82,11 @@ class BwrapFloor:
     async def _run(self, spec: SandboxSpec) -> float:
         start = time.perf_counter()
         sandbox = await self._backend.start(spec)
-        sandbox.listener.close()
+        if sandbox.listener is not None:
+            sandbox.listener.close()
         status = await sandbox.wait()
         elapsed = time.perf_counter() - start
+        os.close(sandbox.output_fd)
         if status != 0:
             raise RuntimeError(f"bwrap floor failed with status {status}")
         return elapsed

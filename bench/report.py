@@ -116,21 +116,33 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def table(table_rows: list[dict[str, Any]]) -> str:
-    header = ("metric", "service", "floor", "ratio", "target", "result")
+def docker_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Docker backend against bwrap: `service` is docker, `floor` is bwrap, ratio docker/bwrap."""
+    out = []
+    if c := results.get("docker_cold"):
+        out.append(_row("cold start p50", c["docker"]["p50"], c["bwrap"]["p50"], "ms"))
+        out.append(_row("cold start p90", c["docker"]["p90"], c["bwrap"]["p90"], "ms"))
+    if w := results.get("docker_warm"):
+        out.append(_row("warm p50, http.client", w["docker"]["p50"], w["bwrap"]["p50"], "ms"))
+        out.append(_row("warm p90, http.client", w["docker"]["p90"], w["bwrap"]["p90"], "ms"))
+    return out
+
+
+def table(table_rows: list[dict[str, Any]], columns: tuple[str, str] = ("service", "floor")) -> str:
+    targets = any(r["target"] is not None for r in table_rows)  # else no target and result columns
+    header = ("metric", *columns, "ratio", "target", "result")[: None if targets else 4]
     lines = []
     for r in table_rows:
         digits = 0 if r["unit"] == "req/s" else 2
-        lines.append(
-            (
-                r["metric"],
-                f"{r['service']:.{digits}f} {r['unit']}",
-                f"{r['floor']:.{digits}f} {r['unit']}",
-                f"{r['ratio']:.2f}x",
-                "" if r["target"] is None else f"<= {r['target']:g}x",
-                r["status"],
-            )
+        line = (
+            r["metric"],
+            f"{r['service']:.{digits}f} {r['unit']}",
+            f"{r['floor']:.{digits}f} {r['unit']}",
+            f"{r['ratio']:.2f}x",
+            "" if r["target"] is None else f"<= {r['target']:g}x",
+            r["status"],
         )
+        lines.append(line[: len(header)])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
@@ -138,14 +150,18 @@ def table(table_rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def markdown(table_rows: list[dict[str, Any]]) -> str:
-    out = ["| metric | service | floor | ratio | target | result |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+def markdown(table_rows: list[dict[str, Any]], columns: tuple[str, str] = ("service", "floor")) -> str:
+    targets = any(r["target"] is not None for r in table_rows)  # else no target and result columns
+    out = [
+        f"| metric | {columns[0]} | {columns[1]} | ratio |" + (" target | result |" if targets else ""),
+        "| --- | ---: | ---: | ---: |" + (" ---: | --- |" if targets else ""),
+    ]
     for r in table_rows:
         digits = 0 if r["unit"] == "req/s" else 2
         target = "" if r["target"] is None else f"≤ {r['target']:g}{TIMES}"
         out.append(
             f"| {r['metric']} | {r['service']:.{digits}f} {r['unit']} | {r['floor']:.{digits}f} {r['unit']} "
-            f"| {r['ratio']:.2f}{TIMES} | {target} | {r['status']} |"
+            f"| {r['ratio']:.2f}{TIMES} |" + (f" {target} | {r['status']} |" if targets else "")
         )
     return "\n".join(out)
 
@@ -167,6 +183,23 @@ def breakdown(results: dict[str, Any]) -> str:
             f"{c['service_init_duration_ms']['p50']:.1f} ms; bwrap + /usr/bin/true {c['bwrap_true']['p50']:.1f} ms; "
             f"{c['interpreter']} -c pass without a sandbox {c['python_pass_unsandboxed']['p50']:.1f} ms; "
             f"bwrap + python importing the bootstrap {c['bwrap_import_bootstrap']['p50']:.1f} ms"
+        )
+    if c := results.get("docker_cold"):
+        init, pair = c["init_duration_ms"], c["pair_ratio"]
+        lines.append(
+            f"docker against bwrap, cold start: docker/bwrap of each back-to-back pair p10 {pair['p10']:.2f}, "
+            f"p50 {pair['p50']:.2f}, p90 {pair['p90']:.2f}; service-reported Init Duration p50 "
+            f"docker {init['docker']['p50']:.1f} ms, bwrap {init['bwrap']['p50']:.1f} ms; "
+            f"slowest docker {c['docker']['max']:.1f} ms, bwrap {c['bwrap']['max']:.1f} ms; bwrap p50 when it went "
+            f"first {c['bwrap_by_order']['first']['p50']:.1f} ms, right after a docker start "
+            f"{c['bwrap_by_order']['after_docker']['p50']:.1f} ms"
+        )
+    if w := results.get("docker_warm"):
+        starts = w["cold_starts"]
+        lines.append(
+            f"docker against bwrap, warm p50 ratio in each fifth of the run: {_fmt(w['p50_ratio_by_block'], 2)}; "
+            f"p99 docker {w['docker']['p99']:.2f} ms, bwrap {w['bwrap']['p99']:.2f} ms; environments started: "
+            f"docker {starts['docker']}, bwrap {starts['bwrap']} (1 each expected: the first warm-up invoke)"
         )
     for key, label in (("throughput_raw", "http.client"), ("throughput_boto3", "boto3")):
         if t := results.get(key):

@@ -11,7 +11,7 @@ from .procs import FUNCTION
 from .stats import percentile, summary_ms
 
 
-def _alternate(floor: Callable[[], float], service: Callable[[], float], warmup: int, samples: int) -> dict[str, Any]:
+def alternate(floor: Callable[[], float], service: Callable[[], float], warmup: int, samples: int) -> dict[str, Any]:
     for _ in range(warmup):
         floor()
         service()
@@ -44,7 +44,7 @@ def _alternate(floor: Callable[[], float], service: Callable[[], float], warmup:
 def measure_raw(floor_port: int, service_port: int, *, warmup: int, samples: int) -> dict[str, Any]:
     floor, service = RawClient(floor_port, FUNCTION), RawClient(service_port, FUNCTION)
     try:
-        return _alternate(floor.timed, service.timed, warmup, samples)
+        return alternate(floor.timed, service.timed, warmup, samples)
     finally:
         floor.close()
         service.close()
@@ -53,7 +53,7 @@ def measure_raw(floor_port: int, service_port: int, *, warmup: int, samples: int
 def measure_boto3(floor_url: str, service_url: str, *, warmup: int, samples: int) -> dict[str, Any]:
     floor, service = Boto3Invoker(floor_url, FUNCTION), Boto3Invoker(service_url, FUNCTION)
     try:
-        return _alternate(floor.timed, service.timed, warmup, samples)
+        return alternate(floor.timed, service.timed, warmup, samples)
     finally:
         floor.close()
         service.close()

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import io
 import itertools
+import logging
 import os
 import shutil
 import socket
@@ -33,6 +34,7 @@ import tarfile
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +46,16 @@ from .netns import listen_in_netns
 from .spec import RUNTIME_API_HOST, RUNTIME_API_PORT, BackendStatus, SandboxError, SandboxSpec
 from .uids import UidPool
 
+log = logging.getLogger(__name__)
+
 SERVICE_LABEL = "sandbox-runtime.service"  # "<hostname>:<pid>" of the service that made the container
 ROLE_LABEL = "sandbox-runtime.role"  # holder | function
 FUNCTION_LABEL = "sandbox-runtime.function"
 BASE_REPOSITORY = "sandbox-runtime/base"
 _HOLDER_COMMAND = ["/usr/bin/sleep", "infinity"]
 _HOLDER_MEMORY = 16 * 1024 * 1024
+_HOSTNAME = "sandbox"
+_SPARE_HOLDERS = 2  # holders started ahead of time (each holds one uid and ~1 MB)
 # Docker's own output path (shim pipe → dockerd → attach stream) lags behind the Runtime API, so a
 # response could overtake the lines printed before it and Tail logs would miss them. Instead the
 # command writes straight into a FIFO the service reads, as from a bwrap sandbox's pipe: a static
@@ -61,6 +67,13 @@ _OUTPUT_SCRIPT = f'exec >{_OUTPUT} 2>&1; exec "$@"'
 # them, so the command's environment is exactly the spec's, as in a bwrap sandbox (--clearenv).
 _ADDED_VARIABLES = ("HOME", "HOSTNAME", "PWD", "OLDPWD", "SHLVL")
 _SHELL_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+
+
+@dataclass
+class _Holder:
+    uid: int
+    container_id: str
+    pid: int
 
 
 class DockerUnavailable(SandboxError):
@@ -112,8 +125,13 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, *, uid_pool: UidPool, docker_host: str, spawn_threads: int = 8) -> None:
+    def __init__(
+        self, *, uid_pool: UidPool, docker_host: str, spawn_threads: int = 8, spare_holders: int = _SPARE_HOLDERS
+    ) -> None:
         self._uid_pool = uid_pool
+        self._spare_target = spare_holders
+        self._spares: list[_Holder] = []
+        self._spares_pending = 0
         self._docker_host = docker_host
         # The output FIFOs. Named like the service's state folders, so that a later service removes it
         # if this one dies without cleaning up; sandbox uids may traverse it, never list it.
@@ -161,6 +179,7 @@ class DockerBackend:
                 raise self._unavailable(f"the Docker engine at {self._docker_host} failed: {_reason(exc)}") from None
             self._client = client
             self._problem = None
+        self._refill()
 
     def _unavailable(self, reason: str) -> DockerUnavailable:
         self._problem = (
@@ -244,41 +263,23 @@ class DockerBackend:
 
         self.connect()
         api = self._client.api
-        uid = self._uid_pool.acquire()
+        holder = self._take_holder()
         try:
             fifo = self._state_dir / f"output-{next(self._serial)}"
-            sandbox = DockerSandbox(api, uid, self._uid_pool, loop, fifo, spec.memory_mb * 1024 * 1024)
+            sandbox = DockerSandbox(api, holder.uid, self._uid_pool, loop, fifo, spec.memory_mb * 1024 * 1024)
         except BaseException:
-            self._uid_pool.release(uid)
+            self._discard_holder(holder)
             raise
+        sandbox.holder_id = holder.container_id
         try:
-            holder = api.create_container(
-                self._base_image,
-                command=_HOLDER_COMMAND,
-                user=f"{uid}:{uid}",
-                hostname=spec.hostname,
-                labels=self._labels(spec, "holder"),
-                host_config=api.create_host_config(
-                    network_mode="none",
-                    binds=_host_mounts(),
-                    mem_limit=_HOLDER_MEMORY,
-                    memswap_limit=_HOLDER_MEMORY,
-                    pids_limit=4,
-                    **self._hardening(spec),
-                ),
-            )
-            sandbox.holder_id = holder["Id"]
-            api.start(holder["Id"])
-            holder_pid = api.inspect_container(holder["Id"])["State"]["Pid"]
-            if not holder_pid:
-                raise SandboxError("the network holder container exited at once")
-            sandbox.listener = listen_in_netns(holder_pid, RUNTIME_API_HOST, RUNTIME_API_PORT)
+            sandbox.listener = listen_in_netns(holder.pid, RUNTIME_API_HOST, RUNTIME_API_PORT)
             if spec.allow_network:
-                sandbox.proxy_listener = listen_in_netns(holder_pid, PROXY_HOST, PROXY_PORT)
-            function = api.create_container(**self._function_config(api, spec, uid, holder["Id"], sandbox.fifo))
+                sandbox.proxy_listener = listen_in_netns(holder.pid, PROXY_HOST, PROXY_PORT)
+            function = api.create_container(
+                **self._function_config(api, spec, holder.uid, holder.container_id, sandbox.fifo)
+            )
             sandbox.container_id = function["Id"]
-            api.start(function["Id"])
-            pid = api.inspect_container(function["Id"])["State"]["Pid"]
+            pid = _start(api, function["Id"])
             sandbox.begin(SandboxCgroup.of_process(pid) if pid else None)
         except BaseException as exc:
             sandbox.abandon()
@@ -287,10 +288,88 @@ class DockerBackend:
             raise
         return sandbox
 
+    # -- holders: made ahead of time, since starting one is two thirds of a cold start ---------------
+
+    def _take_holder(self) -> _Holder:
+        """A running holder for a new sandbox: a spare if one is ready, else a new one. Either way a
+        replacement spare is made in the background."""
+        holder = None
+        with self._lock:
+            while self._spares and holder is None:
+                spare = self._spares.pop(0)
+                if pid_alive(spare.pid):
+                    holder = spare
+                else:
+                    self._discard_holder(spare)
+        self._refill()
+        return holder or self._make_holder()
+
+    def _refill(self) -> None:
+        with self._lock:
+            missing = self._spare_target - len(self._spares) - self._spares_pending
+            self._spares_pending += max(0, missing)
+        for _ in range(missing):
+            try:
+                self._executor.submit(self._add_spare)
+            except RuntimeError:  # closing
+                with self._lock:
+                    self._spares_pending -= 1
+
+    def _add_spare(self) -> None:
+        try:
+            holder = self._make_holder()
+        except Exception as exc:  # the next start makes its own and reports the failure
+            log.debug("docker holder spare failed: %s", exc)
+            holder = None
+        with self._lock:
+            self._spares_pending -= 1
+            if holder is not None:
+                self._spares.append(holder)
+
+    def _make_holder(self) -> _Holder:
+        """Create and start a holder: the owner of a sandbox's network namespace and uid."""
+        from docker.errors import DockerException
+
+        api = self._client.api
+        uid = self._uid_pool.acquire()
+        holder = _Holder(uid, "", 0)
+        try:
+            created = api.create_container(
+                self._base_image,
+                command=_HOLDER_COMMAND,
+                user=f"{uid}:{uid}",
+                hostname=_HOSTNAME,
+                labels={SERVICE_LABEL: self._service_id, ROLE_LABEL: "holder"},
+                host_config=api.create_host_config(
+                    network_mode="none",
+                    binds=_host_mounts(),
+                    mem_limit=_HOLDER_MEMORY,
+                    memswap_limit=_HOLDER_MEMORY,
+                    pids_limit=4,
+                    **self._hardening(tmp_mb=1, open_files=64),
+                ),
+            )
+            holder.container_id = created["Id"]
+            holder.pid = _start(api, holder.container_id)
+            if not holder.pid:
+                raise SandboxError("the network holder container exited at once")
+        except BaseException as exc:
+            self._discard_holder(holder)
+            if isinstance(exc, DockerException):
+                raise SandboxError(f"docker could not start the sandbox: {_reason(exc)}") from None
+            raise
+        return holder
+
+    def _discard_holder(self, holder: _Holder) -> None:
+        if holder.container_id:
+            with contextlib.suppress(Exception):
+                self._client.api.remove_container(holder.container_id, force=True)
+        self._uid_pool.release(holder.uid)
+
     def _labels(self, spec: SandboxSpec, role: str) -> dict[str, str]:
         return {SERVICE_LABEL: self._service_id, ROLE_LABEL: role, FUNCTION_LABEL: spec.label}
 
-    def _hardening(self, spec: SandboxSpec) -> dict[str, Any]:
+    def _hardening(self, *, tmp_mb: int, open_files: int) -> dict[str, Any]:
         from docker.types import Ulimit
 
         return {
@@ -299,13 +378,13 @@ class DockerBackend:
             "security_opt": ["no-new-privileges", f"seccomp={seccomp.docker_profile()}"],
             "ulimits": [
                 Ulimit(name="core", soft=0, hard=0),
-                Ulimit(name="nofile", soft=spec.open_files_limit, hard=spec.open_files_limit),
-                Ulimit(name="fsize", soft=spec.tmp_size_mb * 1024 * 1024, hard=spec.tmp_size_mb * 1024 * 1024),
+                Ulimit(name="nofile", soft=open_files, hard=open_files),
+                Ulimit(name="fsize", soft=tmp_mb * 1024 * 1024, hard=tmp_mb * 1024 * 1024),
             ],
             "log_config": {"Type": "none", "Config": {}},
             "shm_size": _SHM_BYTES,
             # An empty read-only tmpfs over /sys: as in bwrap sandboxes, no view of the host's devices.
-            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={spec.tmp_size_mb}m,mode=1777", "/sys": "ro,size=4k"},
+            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmp_mb}m,mode=1777", "/sys": "ro,size=4k"},
             "ipc_mode": "private",
         }
 
@@ -331,7 +410,7 @@ class DockerBackend:
             pids_limit=spec.pids_limit,
             nano_cpus=int(spec.cpu_cores * 1e9) if spec.cpu_cores else None,
             init=True,  # a reaping pid 1, as bwrap is in its sandboxes
-            **self._hardening(spec),
+            **self._hardening(tmp_mb=spec.tmp_size_mb, open_files=spec.open_files_limit),
         )
         config: dict[str, Any] = {
             "image": spec.image or self._base_image,
@@ -463,6 +542,21 @@ class DockerSandbox:
         if not self._oom and self._group is not None and not self._exit.done():
             self._oom = self._group.oom_kills() > 0
         return self._oom
+
+
+def _start(api: Any, container: str) -> int:
+    """Start a container; its pid (0 if it already ended). A loaded engine sometimes answers a start that
+    did happen with an error ("cannot start an already running container"): the state decides."""
+    from docker.errors import APIError
+
+    try:
+        api.start(container)
+    except APIError:
+        state = api.inspect_container(container)["State"]
+        if not state.get("Running"):
+            raise
+        return int(state.get("Pid") or 0)
+    return int(api.inspect_container(container)["State"].get("Pid") or 0)
 
 
 def _static_busybox() -> str | None:

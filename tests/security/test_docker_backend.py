@@ -675,7 +675,10 @@ def test_stop_leaves_no_container_or_process(start_service):
         run.future.result()  # a sandbox killed at its timeout
     assert_sandbox_gone(run.sandbox)
     assert child > 0
-    assert len(containers_of_service(service.proc.pid)) == 4  # the two warm environments, two containers each
+    # The two warm environments, with their holders, and the holders started ahead for the next ones.
+    functions = _function_containers(service)
+    holders = len(containers_of_service(service.proc.pid)) - len(functions)
+    assert len(functions) == 2 and 2 <= holders <= 4, (functions, holders)
     leftovers = lambda: [  # noqa: E731
         *Path(tempfile.gettempdir()).glob(f"sandbox-runtime-{service.proc.pid}-*"),
         *([state_dir] if state_dir.exists() else []),
