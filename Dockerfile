@@ -21,6 +21,8 @@ COPY template.yaml ./
 COPY functions functions
 
 ENV SANDBOX_HOST=0.0.0.0 SANDBOX_PORT=8000
+# Functions created through the control plane (kept across containers when this is a named volume).
+VOLUME /var/lib/sandbox-runtime
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"

@@ -14,11 +14,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__
+from .catalog import Store
+from .control import ControlPlane
+from .control import routes as control_routes
 from .errors import LambdaServiceError, MethodNotAllowedException, ServiceException, UnknownOperationException
 from .events import EventQueue
 from .invoke import invoke, invoke_async
 from .logs import get_logger
-from .service import Service
+from .service import Service, StartupError
 
 log = get_logger("app")
 
@@ -81,16 +84,23 @@ async def health(request: Request) -> Response:
 
 def create_app(service: Service) -> Starlette:
     settings = service.settings
+    control = ControlPlane(service, Store(settings.data_dir))
+    try:
+        control.load()  # functions created through the API before a restart, before the service starts
+    except OSError as exc:
+        raise StartupError(f"cannot use SANDBOX_DATA_DIR={settings.data_dir}: {exc}") from None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.service = service
-        app.state.events = EventQueue(service, retry_delay=settings.event_retry_delay_seconds)
+        app.state.control = control
+        app.state.events = EventQueue(service, retry_delay=settings.event_retry_delay_seconds, control=control)
         try:
             await service.start()
             yield
         finally:
             await app.state.events.drain(settings.shutdown_timeout_seconds)
+            await control.close()
             await service.close()
             log.info("service.stopped")
 
@@ -100,6 +110,7 @@ def create_app(service: Service) -> Starlette:
             Route("/2014-11-13/functions/{function_name:path}/invoke-async", invoke_async, methods=["POST"]),
             Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            *control_routes(),
         ],
         exception_handlers={
             LambdaServiceError: _service_error,

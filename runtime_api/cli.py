@@ -1,4 +1,4 @@
-"""`sandbox-runtime serve | invoke` (also `python -m runtime_api ...`)."""
+"""`sandbox-runtime serve | invoke | generate-event` (also `python -m runtime_api ...`)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, sample_events
 from .config import ConfigError, Settings
 from .functions import FunctionRegistry, parse_function_name
 from .logs import configure_logging, get_logger
-from .service import Service, StartupError, preflight
-from .template import TemplateError, load_template
 
-_COMMANDS = ("serve", "invoke")
+_COMMANDS = ("serve", "invoke", "generate-event")
 # How the HTTP service is served (the benchmark's floor is served the same way).
 SERVER_OPTIONS: dict[str, Any] = {
     "http": "httptools",
@@ -65,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("function", help="function name or template logical id")
     _common(invoke)
     invoke.add_argument("-e", "--event", help="event JSON file, or - for standard input (default: {})")
+    sample_events.add_parser(sub)
     return parser
 
 
@@ -75,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args_list or (args_list[0] not in _COMMANDS and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "serve")
     args = build_parser().parse_args(args_list)
+    if args.command == "generate-event":
+        return sample_events.run(args)
+    # Imported here: the template loader (cfn-lint) and the sandbox take a second to import, which a
+    # command like generate-event should not pay.
+    from .service import StartupError
+    from .template import TemplateError
+
     try:
         if args.command == "invoke":
             return _invoke(args)
@@ -102,6 +108,8 @@ def _settings(args: argparse.Namespace, defaults: dict[str, Any] | None = None, 
 
 
 def _parameter_overrides(values: list[str]) -> dict[str, str]:
+    from .template import TemplateError
+
     overrides = {}
     for item in (word for value in values for word in value.split()):
         if item.startswith("ParameterKey="):
@@ -118,6 +126,8 @@ def _parameter_overrides(values: list[str]) -> dict[str, str]:
 
 
 def _registry(settings: Settings, args: argparse.Namespace) -> FunctionRegistry:
+    from .template import TemplateError, load_template
+
     if settings.template is None:
         raise TemplateError("no template given: pass --template PATH or set SANDBOX_TEMPLATE")
     template = load_template(
@@ -136,6 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .service import Service
 
     settings = _settings(
         args, host=args.host, port=args.port, pool_size=args.pool_size, max_concurrency=args.max_concurrency
@@ -166,6 +177,8 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
 
 
 def _invoke(args: argparse.Namespace) -> int:
+    from .service import preflight
+
     settings = _settings(args, defaults={"log_level": "warning"}, pool_size=0)
     fmt = "console" if settings.log_format == "auto" else settings.log_format  # stderr is for people here
     configure_logging(settings.log_level, fmt)
@@ -209,6 +222,7 @@ def _stderr_sink(function: Any, request_id: str | None, line: str) -> None:
 async def _invoke_once(settings: Settings, registry: FunctionRegistry, function: Any, payload: bytes) -> int:
     from .errors import LambdaServiceError
     from .invocation import Invocation
+    from .service import Service
 
     service = Service(settings, registry, log_sink=_stderr_sink)
     try:

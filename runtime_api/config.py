@@ -65,6 +65,10 @@ class Settings:
     strict_runtimes: bool = field(default=False, metadata={"env": "SANDBOX_STRICT_RUNTIMES"})
     uid_range: tuple[int, int] = field(default=(200000, 265535), metadata={"env": "SANDBOX_UID_RANGE"})
     state_dir: Path | None = field(default=None, metadata={"env": "SANDBOX_STATE_DIR"})
+    # Functions created through the control plane (configuration and code), kept across restarts.
+    data_dir: Path = field(default=Path("/var/lib/sandbox-runtime"), metadata={"env": "SANDBOX_DATA_DIR"})
+    # Where CreateFunction/UpdateFunctionCode fetch S3Bucket/S3Key packages ("" = AWS's own endpoint).
+    s3_endpoint: str = field(default="", metadata={"env": "SANDBOX_S3_ENDPOINT"})
     # Built once, reused by every start: /var/runtime (bootstrap + SDK) compiled per interpreter.
     cache_dir: Path = field(default=Path("/var/cache/sandbox-runtime"), metadata={"env": "SANDBOX_CACHE_DIR"})
     # AWS identity the service presents.

@@ -88,3 +88,16 @@ class UnknownOperationException(LambdaServiceError):
 
 class MethodNotAllowedException(LambdaServiceError):
     status = 405
+
+
+class ResourceConflictException(LambdaServiceError):
+    status = 409
+
+
+class PreconditionFailedException(LambdaServiceError):
+    status = 412
+
+
+class ResourceNotReadyException(LambdaServiceError):
+    status = 502
+    fault = "Service"

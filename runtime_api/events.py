@@ -1,14 +1,19 @@
 """Asynchronous (`Event`) invocations: accepted at once, run in the background, retried as Lambda does.
 
-A function error is retried twice (three attempts in all) after a short, configurable delay that
-grows with each attempt; a throttle is retried until the event is older than its maximum age. Events
-are held in memory while the service runs; on shutdown the queue is drained within the deadline.
+A function error is retried twice (three attempts in all, or MaximumRetryAttempts + 1 from the
+function's event-invoke configuration) after a short, configurable delay that grows with each
+attempt; a throttle is retried until the event is older than its maximum age (6 hours, or
+MaximumEventAgeInSeconds). The outcome goes to the configured OnSuccess / OnFailure destination
+when that is another function, as an invocation record in Lambda's format. Events are held in
+memory while the service runs; on shutdown the queue is drained within the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
+import json
 import time
 from typing import Any
 
@@ -23,8 +28,9 @@ MAX_EVENT_AGE_SECONDS = 6 * 3600
 
 
 class EventQueue:
-    def __init__(self, service: Any, *, retry_delay: float) -> None:
+    def __init__(self, service: Any, *, retry_delay: float, control: Any = None) -> None:
         self._service = service
+        self._control = control  # the control plane: event-invoke configurations and destinations
         self._retry_delay = retry_delay
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
@@ -41,12 +47,16 @@ class EventQueue:
 
     async def _deliver(self, invocation: Invocation) -> None:
         accepted = time.monotonic()
+        config = (self._control.event_invoke_config(invocation.function) if self._control else None) or {}
+        max_attempts = int(config.get("MaximumRetryAttempts", MAX_ATTEMPTS - 1)) + 1
+        max_age = float(config.get("MaximumEventAgeInSeconds", MAX_EVENT_AGE_SECONDS))
         attempt = 1
         while True:
             try:
                 result = await self._service.invoke(invocation)
             except TooManyRequestsException:
-                if time.monotonic() - accepted > MAX_EVENT_AGE_SECONDS:
+                if time.monotonic() - accepted > max_age:
+                    self._route(config, invocation, attempt, "EventAgeExceeded", None)
                     return self._give_up(invocation, "throttled until the maximum event age")
                 await asyncio.sleep(self._retry_delay)
                 invocation = _fresh(invocation)
@@ -56,9 +66,14 @@ class EventQueue:
             if result.function_error is None:
                 self.delivered += 1
                 log.debug("event.delivered", request_id=invocation.request_id, attempt=attempt)
+                self._route(config, invocation, attempt, "Success", result)
                 return None
-            if attempt >= MAX_ATTEMPTS:
+            if attempt >= max_attempts:
+                self._route(config, invocation, attempt, "RetriesExhausted", result)
                 return self._give_up(invocation, f"function error {result.error_type} on every attempt")
+            if time.monotonic() - accepted > max_age:
+                self._route(config, invocation, attempt, "EventAgeExceeded", result)
+                return self._give_up(invocation, "the event is older than its maximum age")
             log.info(
                 "event.retry",
                 function=invocation.function.name,
@@ -69,6 +84,25 @@ class EventQueue:
             await asyncio.sleep(self._retry_delay * attempt)
             attempt += 1
             invocation = _fresh(invocation)
+
+    def _route(
+        self, config: dict[str, Any], invocation: Invocation, attempts: int, condition: str, result: Any
+    ) -> None:
+        """Send the invocation record to the OnSuccess / OnFailure destination function, if one is set."""
+        kind = "OnSuccess" if condition == "Success" else "OnFailure"
+        arn = (config.get("DestinationConfig") or {}).get(kind, {}).get("Destination")
+        target = self._control.destination(arn) if arn and self._control else None
+        if target is None:
+            return
+        record = destination_record(invocation, attempts, condition, result)
+        self.submit(
+            Invocation(
+                function=target,
+                payload=json.dumps(record).encode(),
+                invoked_arn=target.arn,
+                trace_id=invocation.trace_id,
+            )
+        )
 
     def _give_up(self, invocation: Invocation, reason: str) -> None:
         self.failed += 1
@@ -83,6 +117,36 @@ class EventQueue:
             task.cancel()
         if unfinished:
             log.error("event.lost_on_shutdown", count=len(unfinished))
+
+
+def destination_record(invocation: Invocation, attempts: int, condition: str, result: Any) -> dict[str, Any]:
+    """The invocation record Lambda sends to a destination."""
+    try:
+        request_payload = json.loads(invocation.payload)
+    except ValueError:
+        request_payload = invocation.payload.decode(errors="replace")
+    response_payload: Any = None
+    response_context: dict[str, Any] = {"statusCode": 200, "executedVersion": invocation.version}
+    if result is not None:
+        try:
+            response_payload = json.loads(result.payload)
+        except ValueError:
+            response_payload = result.payload.decode(errors="replace")
+        if result.function_error:
+            response_context["functionError"] = result.function_error
+    return {
+        "version": "1.0",
+        "timestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "requestContext": {
+            "requestId": invocation.request_id,
+            "functionArn": invocation.function.qualified_arn(invocation.version),
+            "condition": condition,
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": request_payload,
+        "responseContext": response_context,
+        "responsePayload": response_payload,
+    }
 
 
 def _fresh(invocation: Invocation) -> Invocation:

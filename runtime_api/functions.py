@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -66,10 +67,17 @@ class FunctionSpec:
     image_config: ImageConfig = field(default_factory=ImageConfig)
     region: str = "us-east-1"
     account_id: str = "123456789012"
+    version: str = LATEST  # "$LATEST", or the number PublishVersion gave this snapshot
 
     @property
     def arn(self) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.name}"
+
+    @property
+    def key(self) -> str:
+        """What identifies this function version among all (its pool): the name for $LATEST, else
+        name:version."""
+        return self.name if self.version == LATEST else f"{self.name}:{self.version}"
 
     def qualified_arn(self, qualifier: str = LATEST) -> str:
         return f"{self.arn}:{qualifier}"
@@ -109,8 +117,27 @@ def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
     return FunctionRef(name=name, qualifier=qualifier or derived, region=region, account_id=account)
 
 
+@dataclass(frozen=True)
+class Alias:
+    """An alias: a name for one version, optionally sending a share of invocations to another."""
+
+    name: str
+    function_version: str
+    description: str = ""
+    weights: Mapping[str, float] = field(default_factory=dict)  # RoutingConfig.AdditionalVersionWeights
+    revision_id: str = ""
+
+    def pick(self, draw: float) -> str:
+        """The version an invocation runs, for a uniform draw in [0, 1)."""
+        for version, weight in self.weights.items():
+            if draw < weight:
+                return version
+            draw -= weight
+        return self.function_version
+
+
 class FunctionRegistry:
-    """Functions by name and by template logical id."""
+    """Functions by name and by template logical id; their published versions and aliases."""
 
     def __init__(
         self,
@@ -123,13 +150,46 @@ class FunctionRegistry:
         self.account_id = account_id
         self._by_name: dict[str, FunctionSpec] = {}
         self._by_logical_id: dict[str, FunctionSpec] = {}
+        self._versions: dict[str, dict[str, FunctionSpec]] = {}  # name -> published number -> spec
+        self._aliases: dict[str, dict[str, Alias]] = {}  # name -> alias name -> alias
         for spec in functions:
             self.add(spec)
 
     def add(self, spec: FunctionSpec) -> None:
+        """Add or replace a function's $LATEST."""
         self._by_name[spec.name] = spec
         if spec.logical_id:
             self._by_logical_id[spec.logical_id] = spec
+
+    def remove(self, name: str) -> list[FunctionSpec]:
+        """Remove a function with its versions and aliases; every spec that was removed."""
+        spec = self._by_name.pop(name)
+        if spec.logical_id and self._by_logical_id.get(spec.logical_id) is spec:
+            del self._by_logical_id[spec.logical_id]
+        self._aliases.pop(name, None)
+        return [spec, *self._versions.pop(name, {}).values()]
+
+    def publish(self, spec: FunctionSpec) -> None:
+        self._versions.setdefault(spec.name, {})[spec.version] = spec
+
+    def unpublish(self, name: str, version: str) -> FunctionSpec:
+        return self._versions[name].pop(version)
+
+    def versions(self, name: str) -> list[FunctionSpec]:
+        """Published versions, oldest first."""
+        return sorted(self._versions.get(name, {}).values(), key=lambda spec: int(spec.version))
+
+    def version(self, name: str, version: str) -> FunctionSpec | None:
+        if version == LATEST:
+            return self._by_name.get(name)
+        return self._versions.get(name, {}).get(version)
+
+    def aliases(self, name: str) -> dict[str, Alias]:
+        return self._aliases.setdefault(name, {})
+
+    def all_specs(self) -> list[FunctionSpec]:
+        """Every runnable spec: each function's $LATEST and its published versions."""
+        return [*self._by_name.values(), *(spec for versions in self._versions.values() for spec in versions.values())]
 
     def __iter__(self):
         return iter(self._by_name.values())
@@ -153,6 +213,11 @@ class FunctionRegistry:
             raise ResourceNotFoundException(
                 f"Function not found: arn:aws:lambda:{self.region}:{account}:function:{ref.name}:{qualifier}"
             )
-        if qualifier != LATEST:
+        if qualifier == LATEST:
+            return spec, LATEST
+        alias = self._aliases.get(spec.name, {}).get(qualifier)
+        version = alias.pick(random.random()) if alias is not None else qualifier
+        published = self._versions.get(spec.name, {}).get(version)
+        if published is None:
             raise ResourceNotFoundException(f"Function not found: {spec.qualified_arn(qualifier)}")
-        return spec, LATEST
+        return published, version

@@ -6,7 +6,7 @@ import datetime
 import uuid
 from collections.abc import Mapping
 
-from .functions import LATEST, FunctionSpec
+from .functions import FunctionSpec
 from .runtimes import RuntimeLaunch
 
 # Customer variables may override these; every other reserved name is Lambda's alone.
@@ -92,10 +92,10 @@ def function_environment(
         "AWS_DEFAULT_REGION": region,
         "AWS_LAMBDA_FUNCTION_NAME": function.name,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
-        "AWS_LAMBDA_FUNCTION_VERSION": LATEST,
+        "AWS_LAMBDA_FUNCTION_VERSION": function.version,
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.name}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": f"{today}/[{LATEST}]{uuid.uuid4().hex}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": f"{today}/[{function.version}]{uuid.uuid4().hex}",
         "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
         "LAMBDA_TASK_ROOT": "/var/task",
         "LAMBDA_RUNTIME_DIR": "/var/runtime",

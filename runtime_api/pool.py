@@ -56,6 +56,7 @@ class FunctionPool:
         self._idle: dict[Environment, None] = {}
         self._queue: deque[Invocation] = deque()
         self._closing = False
+        self._retiring = False
         self._init_failing = False  # stop pre-starting while init keeps failing
         self.cold_starts = 0
 
@@ -102,7 +103,12 @@ class FunctionPool:
     # -- environments ---------------------------------------------------------------------------
 
     def prestart(self) -> None:
-        while not self._closing and not self._init_failing and len(self.environments) < self.pool_size:
+        while (
+            not self._closing
+            and not self._retiring
+            and not self._init_failing
+            and len(self.environments) < self.pool_size
+        ):
             if not self.capacity.acquire():
                 return
             self._spawn(None)
@@ -169,6 +175,9 @@ class FunctionPool:
             if not invocation.future.done():
                 env.assign(invocation)
                 return
+        if self._retiring:
+            env.stop()  # nothing left for this version
+            return
         self._idle[env] = None
 
     def on_stopped(self, env: Environment, undelivered: Invocation | None) -> None:
@@ -202,6 +211,27 @@ class FunctionPool:
             if now - env.idle_since >= self.keep_alive:
                 del self._idle[env]
                 env.stop()
+
+    def set_limit(self, reserved: int | None, max_concurrency: int) -> None:
+        """A new concurrency limit (PutFunctionConcurrency); environments above it end when idle."""
+        self.reserved = reserved is not None
+        self.limit = reserved if reserved is not None else max_concurrency
+        self.pool_size = min(self.pool_size, self.limit)
+        while len(self.environments) > self.limit and (env := self.least_recently_used_idle()) is not None:
+            self._idle.pop(env, None)
+            env.stop()
+
+    async def retire(self) -> None:
+        """This version was replaced or deleted: invocations already queued or running finish here,
+        idle environments stop now and busy ones once they answer; then the pool leaves the budget."""
+        self._retiring = True
+        for env in list(self._idle):
+            del self._idle[env]
+            env.stop()
+        while self.environments or self._queue:
+            await asyncio.sleep(0.05)
+        if self in self.capacity.pools:
+            self.capacity.pools.remove(self)
 
     async def close(self) -> None:
         self._closing = True

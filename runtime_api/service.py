@@ -23,8 +23,8 @@ from sandbox.egress import EgressPolicy
 from .capacity import Capacity
 from .config import Settings
 from .environment import Environment
-from .errors import InvalidRuntimeException
-from .functions import FunctionRegistry, FunctionSpec
+from .errors import InvalidRuntimeException, ResourceConflictException
+from .functions import LATEST, FunctionRegistry, FunctionSpec
 from .invocation import Invocation, InvocationResult
 from .lambda_env import function_environment, reserved_variables
 from .logs import get_logger
@@ -100,7 +100,8 @@ class Service:
         self.resolver = RuntimeResolver(strict=settings.strict_runtimes)
         self.pools: dict[str, FunctionPool] = {}
         self.capacity = Capacity(settings.max_environments)
-        self.unavailable: dict[str, str] = {}  # function name -> why it cannot run
+        self.unavailable: dict[str, str] = {}  # FunctionSpec.key -> why it cannot run
+        self.pending: dict[str, str] = {}  # FunctionSpec.key -> its state while the control plane prepares it
         self._launches: dict[str, RuntimeLaunch] = {}
         self._code: dict[str, Path] = {}
         self._state_dir: Path | None = None
@@ -113,6 +114,10 @@ class Service:
         self._runtime_api: RuntimeAPIServer | None = None
         self._runtime_dir: Path | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._stager: CodeStager | None = None
+        self._warm_up = True
+        self._interpreters: set[Path] = set()
+        self._compiled: set[Path] = set()
         self._cgroups: Cgroups | None = None
         self._egress_policy = EgressPolicy()
         self.limits_problem: str | None = None
@@ -124,52 +129,27 @@ class Service:
         """Prepare every function. `warm_up` (for a long-lived service) pre-starts environments and
         byte-compiles staged code in the background; a one-shot invoke skips both."""
         self._state_dir = self._make_state_dir()
-        stager = CodeStager(self._state_dir / "code")
+        self._stager = CodeStager(self._state_dir / "code")
+        self._warm_up = warm_up
         self.preflight()
         _raise_open_files_limit()
         await asyncio.to_thread(self.prepare)
-        if self._uses("bwrap"):
-            self._cgroups = self._detect_cgroups()
+        if shutil.which("bwrap") is not None:
+            if self._uses("bwrap"):
+                self._cgroups = self._detect_cgroups()
             self._backends["bwrap"] = BwrapBackend(uid_pool=self._uids, cgroups=self._cgroups)
         if self._docker is not None:
             self._backends["docker"] = self._docker
         self._runtime_api = RuntimeAPIServer()
-        for function in self.registry:
-            launch = self._launches.get(function.name)
-            if launch is None or function.code_dir is None:
-                continue
-            self._code[function.name] = await asyncio.to_thread(
-                stager.stage, function.code_dir, name=function.code_dir.name
-            )
-            if ignored := reserved_variables(function):
-                log.warning(
-                    "function.reserved_variables",
-                    function=function.name,
-                    variables=ignored,
-                    detail="Lambda reserves these names: the template's values are ignored",
-                )
-            if not launch.uses_bootstrap and not os.access(self._code[function.name] / "bootstrap", os.X_OK):
-                log.warning(
-                    "function.no_bootstrap",
-                    function=function.name,
-                    detail=f"{function.runtime} runs the executable 'bootstrap' in CodeUri, which is missing",
-                )
-        for function in self.registry:
-            if function.name in self._launches:
-                self.pools[function.name] = self._make_pool(function)
-        if warm_up:
-            for pool in self.pools.values():
-                pool.prestart()
-            # The sandbox cannot write __pycache__ into /var/task: compile once here instead of
-            # at every cold start (atomic writes, so sandboxes starting meanwhile are unaffected).
-            for code_dir, interpreter in {
-                (self._code[name], launch.interpreter) for name, launch in self._launches.items() if launch.interpreter
-            }:
-                task = asyncio.get_running_loop().create_task(
-                    asyncio.to_thread(compile_python_tree, interpreter, code_dir)
-                )
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+        for function in self.registry.all_specs():
+            # Functions added after `prepare` (the control plane's stored ones) are resolved here.
+            if function.key not in self._launches and function.key not in self.unavailable:
+                await asyncio.to_thread(self._resolve, function)
+            if function.key in self._launches:
+                await self._stage(function)
+        for function in self.registry.all_specs():
+            if function.key in self._launches:
+                self._open_pool(function)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
         log.info(
             "service.ready",
@@ -196,6 +176,120 @@ class Service:
                 log.warning("sandbox.cgroup_favordynmods_failed", detail=str(exc))
         return cgroups
 
+    async def _stage(self, function: FunctionSpec) -> None:
+        """A read-only copy of the function's code folder for its sandboxes (`staging`), and the
+        warnings a user should see about it."""
+        launch = self._launches[function.key]
+        assert self._stager is not None
+        if function.code_dir is not None:
+            self._code[function.key] = await asyncio.to_thread(
+                self._stager.stage, function.code_dir, name=function.code_dir.name
+            )
+        if function.version != LATEST:
+            return
+        if ignored := reserved_variables(function):
+            log.warning(
+                "function.reserved_variables",
+                function=function.name,
+                variables=ignored,
+                detail="Lambda reserves these names: their values are ignored",
+            )
+        code = self._code.get(function.key)
+        if code is not None and not launch.uses_bootstrap and not os.access(code / "bootstrap", os.X_OK):
+            log.warning(
+                "function.no_bootstrap",
+                function=function.name,
+                detail=f"{function.runtime} runs the executable 'bootstrap' in CodeUri, which is missing",
+            )
+
+    def _open_pool(self, function: FunctionSpec) -> None:
+        """Serve the function version from a new pool; a pool it replaces drains in the background."""
+        old = self.pools.get(function.key)
+        pool = self.pools[function.key] = self._make_pool(function)
+        if old is not None:
+            self._in_background(old.retire())
+        if not self._warm_up:
+            return
+        pool.prestart()
+        # The sandbox cannot write __pycache__ into /var/task: compile once here instead of at every
+        # cold start (atomic writes, so sandboxes starting meanwhile are unaffected).
+        launch, code = self._launches[function.key], self._code.get(function.key)
+        if launch.interpreter is not None and code is not None and code not in self._compiled:
+            self._compiled.add(code)
+            self._in_background(asyncio.to_thread(compile_python_tree, launch.interpreter, code))
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- functions that come and go (the control plane) ----------------------------------------
+
+    async def deploy(self, function: FunctionSpec) -> str | None:
+        """Make a function version runnable, replacing what served the same version before (which
+        drains in the background). None when it can run, else why not (it stays unavailable)."""
+        key = function.key
+        self.unavailable.pop(key, None)
+        self._launches.pop(key, None)
+        await asyncio.to_thread(self._resolve, function)
+        if key in self._launches:
+            try:
+                await self._stage(function)
+            except OSError as exc:
+                self._launches.pop(key, None)
+                self.unavailable[key] = f"cannot stage the code: {exc}"
+        if key in self._launches and self.isolation_of(function) not in self._backends:
+            self._launches.pop(key, None)
+            self.unavailable[key] = f"the {self.isolation_of(function)} isolation is not available here"
+        if key in self._launches:
+            self._open_pool(function)
+        elif (old := self.pools.pop(key, None)) is not None:
+            self._in_background(old.retire())
+        return self.unavailable.get(key)
+
+    def undeploy(self, function: FunctionSpec) -> None:
+        """Stop serving a function version; invocations already running finish first (in the
+        background)."""
+        self.unavailable.pop(function.key, None)
+        self._launches.pop(function.key, None)
+        self._code.pop(function.key, None)
+        pool = self.pools.pop(function.key, None)
+        if pool is not None:
+            self._in_background(pool.retire())
+
+    def _resolve(self, function: FunctionSpec) -> None:
+        """How one function runs (its RuntimeLaunch), or why it cannot (in `unavailable`). Blocking."""
+        key = function.key
+        try:
+            if self.isolation_of(function) == "docker":
+                docker = self._docker_backend()
+                if function.package_type == "Image":
+                    self._launches[key] = image_launch(function, docker.image(function.image_uri or ""))
+                    return
+            launch = self.resolver.resolve(function.runtime)
+        except (SandboxError, RuntimeUnavailable) as exc:
+            self.unavailable[key] = str(exc)
+            log.warning("function.unavailable", function=key, reason=str(exc))
+            return
+        if launch.interpreter is not None and launch.interpreter not in self._interpreters:
+            # A Python version no function used before: /var/runtime is rebuilt to include it.
+            self._interpreters.add(launch.interpreter)
+            self._runtime_dir = provision_runtime_dir(self.settings.cache_dir.absolute(), sorted(self._interpreters))
+        self._launches[key] = launch
+
+    def _docker_backend(self) -> DockerBackend:
+        """The Docker backend, connected on first use (raises DockerUnavailable, a SandboxError)."""
+        if self._docker is None:
+            docker = DockerBackend(uid_pool=self._uids, docker_host=self.settings.docker_host)
+            try:
+                docker.connect()
+            except DockerUnavailable:
+                docker.close()
+                raise
+            self._docker = docker
+            self._backends.setdefault("docker", docker)
+        return self._docker
+
     def isolation_of(self, function: FunctionSpec) -> str:
         if function.package_type == "Image":
             return "docker"
@@ -203,7 +297,7 @@ class Service:
 
     def _uses(self, isolation: str) -> bool:
         return self.settings.isolation == isolation or any(
-            self.isolation_of(f) == isolation and f.name in self._launches for f in self.registry
+            self.isolation_of(f) == isolation and f.key in self._launches for f in self.registry.all_specs()
         )
 
     def preflight(self) -> None:
@@ -224,13 +318,16 @@ class Service:
                 "sandboxes read /var/runtime from it"
             )
         try:
-            self._runtime_dir = provision_runtime_dir(cache, self.resolver.interpreters())
+            self._interpreters = set(self.resolver.interpreters())
+            self._runtime_dir = provision_runtime_dir(cache, sorted(self._interpreters))
         except OSError as exc:
             raise StartupError(f"cannot prepare the runtime folder in SANDBOX_CACHE_DIR={cache}: {exc}") from None
 
     def _connect_docker(self) -> None:
         """Reach Docker if anything runs on it; inspect each image function's image for its command."""
-        wanted = [f for f in self.registry if self.isolation_of(f) == "docker" and f.name not in self.unavailable]
+        wanted = [
+            f for f in self.registry.all_specs() if self.isolation_of(f) == "docker" and f.key not in self.unavailable
+        ]
         if self.settings.isolation != "docker" and not wanted:
             return
         docker = DockerBackend(uid_pool=self._uids, docker_host=self.settings.docker_host)
@@ -241,38 +338,39 @@ class Service:
             if self.settings.isolation == "docker":
                 raise StartupError(str(exc)) from None
             for function in wanted:
-                self._launches.pop(function.name, None)
-                self.unavailable[function.name] = str(exc)
-            log.warning("sandbox.docker_unavailable", functions=[f.name for f in wanted], detail=str(exc))
+                self._launches.pop(function.key, None)
+                self.unavailable[function.key] = str(exc)
+            log.warning("sandbox.docker_unavailable", functions=[f.key for f in wanted], detail=str(exc))
             return
         self._docker = docker
         for function in wanted:
             if function.package_type != "Image":
                 continue
             try:
-                self._launches[function.name] = image_launch(function, docker.image(function.image_uri or ""))
+                self._launches[function.key] = image_launch(function, docker.image(function.image_uri or ""))
             except (SandboxError, RuntimeUnavailable) as exc:
-                self.unavailable[function.name] = str(exc)
-                log.warning("function.unavailable", function=function.name, reason=str(exc))
+                self.unavailable[function.key] = str(exc)
+                log.warning("function.unavailable", function=function.key, reason=str(exc))
 
     def _resolve_runtimes(self) -> None:
-        for function in self.registry:
+        for function in self.registry.all_specs():
             if function.package_type == "Image":
                 continue
             try:
-                self._launches[function.name] = self.resolver.resolve(function.runtime)
+                self._launches[function.key] = self.resolver.resolve(function.runtime)
             except RuntimeUnavailable as exc:
                 if self.settings.strict_runtimes and function.runtime.startswith("python"):
                     raise StartupError(f"function {function.name}: {exc}") from None
-                self.unavailable[function.name] = str(exc)
-                log.warning("function.unavailable", function=function.name, reason=str(exc))
+                self.unavailable[function.key] = str(exc)
+                log.warning("function.unavailable", function=function.key, reason=str(exc))
         for warning in self.resolver.warnings:
             log.warning("runtime.fallback", detail=warning)
 
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
-        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        # Every pool, including those of replaced or deleted versions still draining.
+        await asyncio.gather(*(pool.close() for pool in list(self.capacity.pools)))
         await asyncio.gather(*self._background, return_exceptions=True)
         for backend in self._backends.values():
             await asyncio.to_thread(backend.close)
@@ -315,7 +413,7 @@ class Service:
 
     def _new_environment(self, pool: FunctionPool) -> Environment:
         function = pool.function
-        launch = self._launches[function.name]
+        launch = self._launches[function.key]
         network = self.allows_network(function)
         spec = SandboxSpec(
             command=launch.command,
@@ -324,7 +422,7 @@ class Service:
             ),
             allow_network=network,
             image=function.image_uri if function.package_type == "Image" else None,
-            code_dir=self._code.get(function.name),
+            code_dir=self._code.get(function.key),
             runtime_dir=self._runtime_dir if launch.uses_bootstrap else None,
             extra_ro_binds=launch.extra_ro_binds,
             cwd=launch.cwd,
@@ -346,6 +444,13 @@ class Service:
             log_limit=self.settings.log_limit_bytes,
         )
 
+    def set_reserved(self, function: FunctionSpec) -> None:
+        """Apply a new reserved concurrency to the version's pool in place (no environment restarts)."""
+        pool = self.pools.get(function.key)
+        if pool is not None:
+            pool.function = function
+            pool.set_limit(function.reserved_concurrency, self.settings.max_concurrency)
+
     def allows_network(self, function: FunctionSpec) -> bool:
         return self.settings.allow_network if function.allow_network is None else function.allow_network
 
@@ -353,9 +458,14 @@ class Service:
         return await egress.serve(listener, self._egress_policy)
 
     def pool_for(self, function: FunctionSpec) -> FunctionPool:
-        pool = self.pools.get(function.name)
+        if (state := self.pending.get(function.key)) is not None:
+            raise ResourceConflictException(
+                "The operation cannot be performed at this time. "
+                f"The function is currently in the following state: {state}"
+            )
+        pool = self.pools.get(function.key)
         if pool is None:
-            reason = self.unavailable.get(function.name, "it cannot run here")
+            reason = self.unavailable.get(function.key, "it cannot run here")
             raise InvalidRuntimeException(f"The function {function.name} cannot be invoked: {reason}")
         return pool
 

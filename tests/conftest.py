@@ -79,6 +79,8 @@ class ServiceProcess:
             "SANDBOX_UID_RANGE": f"{self.uid_range[0]}-{self.uid_range[1]}",
             "SANDBOX_LOG_FORMAT": "json",
             "SANDBOX_LOG_LEVEL": "debug",
+            # Functions created through the API go to a folder of this service's own.
+            "SANDBOX_DATA_DIR": str((log_dir or _log_dir()) / f"data-{self.port}"),
             **(env or {}),
         }
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()

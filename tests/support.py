@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 
 def invoke(client, name: str, event: object = None, **kwargs: object) -> tuple[dict, bytes]:
@@ -33,3 +36,28 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(0.05)
+
+
+@dataclass
+class Result:
+    """A finished command: exit status and its two outputs."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"exit {self.returncode}\n--- stdout:\n{self.stdout}\n--- stderr:\n{self.stderr}"
+
+
+def aws_cli_environment(folder: Path) -> dict[str, str]:
+    """The environment for the real aws CLI: dummy credentials, no user config, no host AWS_* variable."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    environment.update(
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_CONFIG_FILE=str(folder / "no-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(folder / "no-credentials"),
+        AWS_MAX_ATTEMPTS="1",  # a retried invoke would run the function twice
+    )
+    return environment

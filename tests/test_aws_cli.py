@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BUNDLED_TEMPLATE, REPO, ServiceProcess
+from support import aws_cli_environment
 
 AWS = REPO / ".venv" / "bin" / "aws"
 
@@ -27,14 +27,7 @@ def bundled() -> Iterator[ServiceProcess]:
 @pytest.fixture
 def aws(bundled: ServiceProcess, tmp_path: Path):
     """aws(*args, pipe=None) runs `aws --endpoint-url URL --region us-east-1 lambda ARGS [| pipe]` in tmp_path."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    environment.update(
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
-        AWS_MAX_ATTEMPTS="1",  # a retried invoke would run the function twice
-    )
+    environment = aws_cli_environment(tmp_path)
 
     def run(*args: str, pipe: str | None = None) -> subprocess.CompletedProcess[str]:
         argv = [str(AWS), "--endpoint-url", bundled.url, "--region", "us-east-1", "lambda", *args]

@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from conftest import _UID_BLOCK, BUNDLED_TEMPLATE, REPO, ServiceProcess, _uid_blocks, free_port, sandbox_processes
+from support import Result
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "cli"
 FALLBACK_TEMPLATE = FIXTURES / "fallback.yaml"
@@ -57,16 +57,6 @@ def assert_no_sandbox_left(uid_range: tuple[int, int]) -> None:
     while (left := sandbox_processes(uid_range)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"sandbox processes outlived the command: {left}"
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def __str__(self) -> str:
-        return f"exit {self.returncode}\n--- stdout:\n{self.stdout}\n--- stderr:\n{self.stderr}"
 
 
 class Pending:
