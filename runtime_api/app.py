@@ -19,7 +19,7 @@ from .control import ControlPlane
 from .control import routes as control_routes
 from .errors import LambdaServiceError, MethodNotAllowedException, ServiceException, UnknownOperationException
 from .events import EventQueue
-from .invoke import invoke, invoke_async
+from .invoke import invoke, invoke_async, invoke_with_response_stream
 from .logs import get_logger
 from .service import Service, StartupError
 
@@ -107,6 +107,11 @@ def create_app(service: Service) -> Starlette:
     app = Starlette(
         routes=[
             Route("/2015-03-31/functions/{function_name:path}/invocations", invoke, methods=["POST"]),
+            Route(
+                "/2021-11-15/functions/{function_name:path}/response-streaming-invocations",
+                invoke_with_response_stream,
+                methods=["POST"],
+            ),
             Route("/2014-11-13/functions/{function_name:path}/invoke-async", invoke_async, methods=["POST"]),
             Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
             Route("/health", health, methods=["GET"]),

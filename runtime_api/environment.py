@@ -7,6 +7,9 @@
 
 Every transition is a method here; the Runtime API routes only translate HTTP into these calls.
 An invocation is *pending* once assigned and *current* once the runtime has fetched it from /next.
+A /response is taken as it arrives (`open_response` when its headers are in, then a `ResponseSink`
+for its body), so a streamed response reaches an InvokeWithResponseStream caller while the runtime
+is still writing it; the invocation is *answered* when that body ends (or an /error arrives).
 The pool is told an environment is available when its first init completes and as soon as it has
 answered an invocation (its runtime is about to poll /next again), so it may be assigned the next
 invocation while still BUSY with nothing left to do; the runtime then gets it on its next /next.
@@ -15,6 +18,8 @@ invocation while still BUSY with nothing left to do; the runtime then gets it on
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import enum
 import json
 import time
@@ -26,15 +31,16 @@ from sandbox import Backend, Sandbox, SandboxSpec
 
 from .functions import FunctionSpec
 from .invocation import (
-    MAX_RESPONSE_BYTES,
     Invocation,
     InvocationResult,
     exit_error,
     out_of_memory_error,
+    platform_error,
     report_line,
     response_too_large_error,
     sanitize_error_type,
     timeout_error,
+    truncated_response_error,
 )
 from .logs import get_logger
 from .output import FunctionOutput, LogSink
@@ -42,6 +48,9 @@ from .output import FunctionOutput, LogSink
 log = get_logger("environment")
 
 ERROR_CAUSE_CONTENT_TYPE = "application/vnd.aws.lambda.error.cause+json"
+ERROR_TYPE_TRAILER = "lambda-runtime-function-error-type"
+ERROR_BODY_TRAILER = "lambda-runtime-function-error-body"
+_EXIT_GRACE = 0.5  # after a response's connection drops mid-body: time for a dying runtime's exit to say why
 
 
 class State(enum.Enum):
@@ -110,7 +119,8 @@ class Environment:
         self._server: Any = None
         self._pending: Invocation | None = None
         self._current: Invocation | None = None
-        self._answered = False  # a /response or /error arrived for the current invocation
+        self._answered = False  # the current invocation's outcome is settled (its answer ended, or it failed)
+        self._responding: ResponseSink | None = None  # a /response body for it is arriving
         self._cold: Invocation | None = None  # the invocation that waited for this environment's init
         self._started_at = 0.0  # perf_counter of the current invocation's START
         self._wakeup = asyncio.Event()  # set when work is assigned or the environment ends
@@ -173,6 +183,10 @@ class Environment:
     async def next_invocation(self) -> Invocation:
         if self._init_error is not None or not self.alive:
             raise _invalid_transition("InitError" if self._init_error else "Stopped", "Ready")
+        if self._responding is not None:
+            if not self._responding.cut_off:
+                raise _invalid_transition("InvocationResponse", "Ready")
+            self._truncated(self._responding)  # its connection dropped mid-body and the runtime carries on
         if self._current is not None and not self._answered:
             return self._current  # /next again while running re-renders the same event, as RIE does
         if self._current is not None:
@@ -199,27 +213,23 @@ class Environment:
         self._timer = self._loop.call_later(self.function.timeout, self._on_timeout, invocation)
         return invocation
 
-    def post_response(self, request_id: str, body: bytes, size: int) -> None:
+    def open_response(self, request_id: str, mode: str | None, declared_size: int | None = None) -> ResponseSink:
+        """A /response began (its headers are in): where its body goes as it arrives. `mode` is its
+        Lambda-Runtime-Function-Response-Mode; `declared_size` its Content-Length, if it has one."""
         invocation = self._answerable(request_id, "InvocationResponse")
-        if size > MAX_RESPONSE_BYTES:
-            self._finish(invocation, response_too_large_error(size), "Function.ResponseSizeTooLarge")
-            self._available()  # a runtime that carries on after the 413 stays usable
-            raise RuntimeAPIError(
-                413,
-                "RequestEntityTooLarge",
-                f"Exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
-            )
-        self._finish(invocation, body, None)
-        self._available()
+        if mode is not None and mode != "streaming":
+            self._settle(invocation, b"", "Runtime.InvalidResponseModeHeader")
+            self._available()
+            raise RuntimeAPIError(400, "InvalidFunctionResponseMode", "Invalid function response mode")
+        sink = ResponseSink(self, invocation, streaming=mode == "streaming")
+        self._responding = sink
+        if declared_size is not None and declared_size > sink.limit:
+            sink.overflow(declared_size)
+        return sink
 
     def post_error(self, request_id: str, error_type: str | None, body: bytes, content_type: str | None) -> None:
         invocation = self._answerable(request_id, "InvocationErrorResponse")
-        self._finish(invocation, _error_body(body, content_type), sanitize_error_type(error_type))
-        self._available()
-
-    def post_invalid_response_mode(self, request_id: str) -> None:
-        invocation = self._answerable(request_id, "InvocationResponse")
-        self._finish(invocation, b"", "Runtime.InvalidResponseModeHeader")
+        self._settle(invocation, _error_body(body, content_type), sanitize_error_type(error_type))
         self._available()
 
     def post_init_error(self, error_type: str | None, body: bytes, content_type: str | None) -> None:
@@ -234,10 +244,31 @@ class Environment:
         invocation = self._current
         if invocation is None or request_id != invocation.request_id:
             raise _invalid_request_id()
+        if self._responding is not None:
+            raise _invalid_transition("InvocationResponse", wanted)
         if self._answered:
             raise _invalid_transition("RuntimeResponseSentState", wanted)
-        self._answered = True
         return invocation
+
+    def _settle(self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = "") -> None:
+        """The current invocation's outcome is known; nothing its runtime sends for it from here on counts."""
+        self._output.drain()  # what it wrote before answering is its output (read before it stops being current)
+        self._answered = True
+        self._responding = None
+        self._finish(invocation, payload, error_type, note=note)
+
+    def _response_cut_off(self, sink: ResponseSink) -> None:
+        """A /response's connection closed before its body ended. If the runtime died, its exit says
+        why (Runtime.ExitError) in a moment; otherwise (or if it calls /next first) the response was
+        truncated."""
+        self._loop.call_later(_EXIT_GRACE, self._truncated, sink)
+
+    def _truncated(self, sink: ResponseSink) -> None:
+        if self._responding is sink:
+            self._settle(
+                sink.invocation, truncated_response_error(sink.invocation.request_id), "Runtime.TruncatedResponse"
+            )
+            self._available()
 
     # -- invocations ----------------------------------------------------------------------------
 
@@ -254,6 +285,7 @@ class Environment:
     def _begin(self, invocation: Invocation) -> None:
         self._output.end_phase(None)  # what the init phase (or the time since the last answer) dropped
         self._started_at = time.perf_counter()
+        invocation.started.set()
         if invocation is self._cold:
             for line in self._output.init_log.tail().splitlines(keepends=True):
                 invocation.log.append(line)
@@ -284,6 +316,8 @@ class Environment:
             ),
         )
         self.invocations += 1
+        if invocation.stream is not None:
+            invocation.stream.close()
         invocation.resolve(
             InvocationResult(
                 payload=payload,
@@ -298,11 +332,10 @@ class Environment:
     def _on_timeout(self, invocation: Invocation) -> None:
         if invocation is not self._current or self._answered:
             return
-        self._answered = True
         timeout = self.function.timeout
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         note = f"{now} {invocation.request_id} Task timed out after {timeout:.2f} seconds"
-        self._finish(invocation, timeout_error(invocation.request_id, timeout), "Sandbox.Timedout", note=note)
+        self._settle(invocation, timeout_error(invocation.request_id, timeout), "Sandbox.Timedout", note=note)
         self.stop()
 
     def _on_init_timeout(self) -> None:
@@ -325,8 +358,7 @@ class Environment:
         self.state = State.STOPPED if initialised and self._init_error is None else State.FAILED
         current, self._current = self._current, None
         if current is not None and not self._answered:
-            self._answered = True
-            self._finish(current, *self._exit_error(current, status))
+            self._settle(current, *self._exit_error(current, status))
         undelivered, self._pending = self._pending, None
         if undelivered is not None:
             undelivered = self._settle_undelivered(undelivered, status, initialised)
@@ -357,6 +389,95 @@ class Environment:
         else:
             return invocation  # died between invocations: the work never started, run it elsewhere
         return None
+
+
+class ResponseSink:
+    """The body of one /response, taken as it arrives: kept for a buffered invocation, passed on at once
+    for a streamed one (InvokeWithResponseStream), within that invocation's limit. Past the limit the
+    invocation fails at once with Function.ResponseSizeTooLarge and the rest is counted, not kept; the
+    runtime gets its 413 when its body ends."""
+
+    def __init__(self, env: Environment, invocation: Invocation, *, streaming: bool) -> None:
+        self._env = env
+        self.invocation = invocation
+        self.streaming = streaming  # the runtime's response mode: its error trailers count only then
+        self.limit = invocation.response_limit
+        self.size = 0
+        self.cut_off = False  # the connection closed before the body ended
+        self._kept: list[bytes] = []
+        self._too_large = False
+
+    @property
+    def active(self) -> bool:
+        return self._env._responding is self
+
+    def write(self, data: bytes) -> bool:
+        """A piece of the body. False: stop reading until `when_drained` calls back (a slow caller)."""
+        before = self.size
+        self.size += len(data)
+        if not self.active:
+            return True
+        if self.size > self.limit:
+            self._pass(data[: self.limit - before])  # the caller of a stream gets everything up to the limit
+            self.overflow(None)  # chunked: how long it would have been is not known
+            return True
+        return self._pass(data)
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        stream = self.invocation.stream
+        if stream is None:
+            callback()
+        else:
+            stream.when_drained(callback)
+
+    def overflow(self, size: int | None) -> None:
+        self._too_large = True
+        self._env._settle(self.invocation, response_too_large_error(size, self.limit), "Function.ResponseSizeTooLarge")
+        self._env._available()  # a runtime that carries on after the 413 stays usable
+
+    def finish(self, trailers: dict[str, str]) -> None:
+        """The body ended; raises the Runtime API's answer when it is not 202."""
+        if self._too_large:
+            raise RuntimeAPIError(
+                413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({self.limit} bytes)."
+            )
+        if not self.active:
+            return  # the invocation ended while its answer arrived (its timeout)
+        error_type = trailers.get(ERROR_TYPE_TRAILER) if self.streaming else None
+        if error_type:
+            body = _trailer_error_body(error_type, trailers.get(ERROR_BODY_TRAILER))
+            self._env._settle(self.invocation, body, sanitize_error_type(error_type))
+        else:
+            payload = b"" if self.invocation.stream is not None else b"".join(self._kept)
+            self._env._settle(self.invocation, payload, None)
+        self._env._available()
+
+    def abort(self) -> None:
+        """The connection closed before the body ended."""
+        self.cut_off = True
+        if self.active:
+            self._env._response_cut_off(self)
+
+    def _pass(self, data: bytes) -> bool:
+        if not data:
+            return True
+        if self.invocation.stream is not None:
+            return self.invocation.stream.write(data)
+        self._kept.append(data)
+        return True
+
+
+def _trailer_error_body(error_type: str, encoded: str | None) -> bytes:
+    """A streamed response's error, from its trailers: the Error-Body trailer is the base64 of the
+    error document ({errorType, errorMessage, ...}) a runtime would otherwise post to /error."""
+    if encoded:
+        try:
+            body = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            body = b""
+        if body:
+            return body
+    return platform_error(error_type, "")
 
 
 def _error_body(body: bytes, content_type: str | None) -> bytes:

@@ -9,11 +9,14 @@ import random
 import re
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .functions import FunctionSpec
 
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100  # 6291556, what the Runtime API accepts on /response
+MAX_STREAMED_RESPONSE_BYTES = 200 * 1024 * 1024  # 209715200, a response to InvokeWithResponseStream (since 2025-07)
 MAX_REQUEST_BYTES = 6 * 1024 * 1024  # 6291456, a synchronous Invoke's payload
 MAX_EVENT_REQUEST_BYTES = 1024 * 1024  # an Event invocation's payload
 TAIL_BYTES = 4096
@@ -52,6 +55,92 @@ class LogTail:
         return bytes(self._buf[-TAIL_BYTES:])
 
 
+class ResponseStream:
+    """A streamed response on its way from the runtime's /response body to an InvokeWithResponseStream caller.
+
+    The Runtime API writes pieces as they arrive; the Invoke API reads them, coalesced into pieces of at most
+    MAX_PIECE bytes. Once HIGH_WATER bytes wait for a slow reader, `write` answers False and the writer stops
+    reading from the runtime until `when_drained` calls back, so a slow caller slows the runtime down instead
+    of filling memory. A reader that goes away (the caller disconnected) is `detach`ed: the function carries on,
+    as on Lambda, and what it still streams is dropped.
+    """
+
+    HIGH_WATER = 1024 * 1024
+    LOW_WATER = 256 * 1024
+    MAX_PIECE = 64 * 1024
+
+    def __init__(self) -> None:
+        self._pieces: deque[bytes] = deque()
+        self._waiting = 0  # bytes written, not yet read
+        self._closed = False
+        self._detached = False
+        self._reader: asyncio.Future[None] | None = None
+        self._drained: Callable[[], None] | None = None
+
+    def write(self, data: bytes) -> bool:
+        """Queue a piece for the reader; False: stop writing until `when_drained` calls back."""
+        if self._closed or self._detached or not data:
+            return True
+        self._pieces.append(data)
+        self._waiting += len(data)
+        self._wake_reader()
+        return self._waiting < self.HIGH_WATER
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the reader has caught up (at once if it has, or if nobody reads any more)."""
+        if self._closed or self._detached or self._waiting <= self.LOW_WATER:
+            callback()
+        else:
+            self._drained = callback
+
+    def close(self) -> None:
+        """Nothing more will be written: the reader gets what is queued, then the end."""
+        self._closed = True
+        self._wake_reader()
+        self._wake_writer()
+
+    def detach(self) -> None:
+        """The reader is gone: drop what waits and everything written from now on."""
+        self._detached = True
+        self._pieces.clear()
+        self._waiting = 0
+        self._wake_reader()
+        self._wake_writer()
+
+    async def read(self) -> bytes | None:
+        """The next piece, or None once the stream is closed and everything was read."""
+        while not self._pieces:
+            if self._closed or self._detached:
+                return None
+            self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        parts: list[bytes] = []
+        size = 0
+        while self._pieces and size < self.MAX_PIECE:
+            piece = self._pieces.popleft()
+            if size + len(piece) > self.MAX_PIECE:
+                piece, rest = piece[: self.MAX_PIECE - size], piece[self.MAX_PIECE - size :]
+                self._pieces.appendleft(rest)
+            parts.append(piece)
+            size += len(piece)
+        self._waiting -= size
+        if self._waiting <= self.LOW_WATER:
+            self._wake_writer()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    def _wake_writer(self) -> None:
+        callback, self._drained = self._drained, None
+        if callback is not None:
+            callback()
+
+
 @dataclass(frozen=True)
 class InvocationResult:
     payload: bytes
@@ -77,10 +166,20 @@ class Invocation:
     suppressed_init: bool = False  # a second init attempt inside this invocation (after an init timeout)
     log: LogTail = field(default_factory=LogTail)
     future: asyncio.Future[InvocationResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # InvokeWithResponseStream: the response goes to the caller as it arrives, within its own limit
+    stream: ResponseStream | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)  # the runtime has fetched it (START)
 
     def __post_init__(self) -> None:
         if not self.invoked_arn:
             self.invoked_arn = self.function.arn
+        if self.stream is not None:
+            stream = self.stream
+            self.future.add_done_callback(lambda _: stream.close())  # however it ends, the reader ends too
+
+    @property
+    def response_limit(self) -> int:
+        return MAX_STREAMED_RESPONSE_BYTES if self.stream is not None else MAX_RESPONSE_BYTES
 
     @property
     def done(self) -> bool:
@@ -116,10 +215,20 @@ def out_of_memory_error(request_id: str) -> bytes:
     )
 
 
-def response_too_large_error(size: int) -> bytes:
+def response_too_large_error(size: int | None, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """RIE's wording with the size when it is known (a Content-Length); AWS's, without it, for a chunked body
+    cut off at the limit."""
+    measured = f" ({size} bytes)" if size is not None else ""
     return platform_error(
         "Function.ResponseSizeTooLarge",
-        f"Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+        f"Response payload size{measured} exceeded maximum allowed payload size ({limit} bytes).",
+    )
+
+
+def truncated_response_error(request_id: str) -> bytes:
+    return platform_error(
+        "Runtime.TruncatedResponse",
+        f"RequestId: {request_id} Error: the runtime's connection closed before its response ended",
     )
 
 

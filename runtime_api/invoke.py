@@ -1,37 +1,57 @@
-"""The Invoke API: `POST /2015-03-31/functions/{FunctionName}/invocations`, as AWS answers it."""
+"""The Invoke API as AWS answers it: Invoke (`POST /2015-03-31/functions/{FunctionName}/invocations`)
+and InvokeWithResponseStream (`POST /2021-11-15/functions/{FunctionName}/response-streaming-invocations`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+from collections.abc import AsyncIterator
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from .errors import InvalidRequestContentException, RequestTooLargeException, ValidationException
+from . import eventstream
+from .errors import (
+    InvalidRequestContentException,
+    LambdaServiceError,
+    RequestTooLargeException,
+    ValidationException,
+)
 from .functions import parse_function_name
-from .invocation import MAX_EVENT_REQUEST_BYTES, MAX_REQUEST_BYTES, Invocation, new_trace_id
+from .invocation import (
+    MAX_EVENT_REQUEST_BYTES,
+    MAX_REQUEST_BYTES,
+    Invocation,
+    InvocationResult,
+    ResponseStream,
+    new_trace_id,
+)
 
 _INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+_STREAM_INVOCATION_TYPES = ("RequestResponse", "DryRun")
 _LOG_TYPES = ("None", "Tail")
 
 
-async def invoke(request: Request) -> Response:
+async def _requested(
+    request: Request, invocation_types: tuple[str, ...], stream: ResponseStream | None = None
+) -> tuple[str, str, Invocation | None]:
+    """The invocation an Invoke-style request asks for: its type, log type, and the Invocation (None for
+    DryRun, which only checks)."""
     service = request.app.state.service
     qualifier = request.query_params.get("Qualifier")
     ref = parse_function_name(request.path_params["function_name"], qualifier)
     function, version = service.registry.resolve(ref)
     headers = request.headers
-    invocation_type = _enum(
-        headers.get("x-amz-invocation-type", "RequestResponse"), "invocationType", _INVOCATION_TYPES
-    )
+    invocation_type = _enum(headers.get("x-amz-invocation-type", "RequestResponse"), "invocationType", invocation_types)
     log_type = _enum(headers.get("x-amz-log-type", "None"), "logType", _LOG_TYPES)
     client_context = _client_context(headers.get("x-amz-client-context"))
     payload = await _read_payload(request, invocation_type)
     if invocation_type == "DryRun":
-        return Response(status_code=204, headers={"x-amzn-RequestId": request.state.request_id})
+        return invocation_type, log_type, None
     invocation = Invocation(
         function=function,
         payload=payload,
@@ -41,7 +61,17 @@ async def invoke(request: Request) -> Response:
         trace_id=headers.get("x-amzn-trace-id") or new_trace_id(),
         client_context=client_context if invocation_type == "RequestResponse" else None,
         tenant_id=headers.get("x-amz-tenant-id"),
+        stream=stream,
     )
+    return invocation_type, log_type, invocation
+
+
+async def invoke(request: Request) -> Response:
+    service = request.app.state.service
+    invocation_type, log_type, invocation = await _requested(request, _INVOCATION_TYPES)
+    if invocation is None:
+        return Response(status_code=204, headers={"x-amzn-RequestId": request.state.request_id})
+    function, version = invocation.function, invocation.version
     if invocation_type == "Event":
         service.pool_for(function)  # an unrunnable function fails now, not in the background
         request.app.state.events.submit(invocation)
@@ -57,6 +87,76 @@ async def invoke(request: Request) -> Response:
     if log_type == "Tail":
         response_headers["X-Amz-Log-Result"] = base64.b64encode(result.log_tail).decode()
     return Response(result.payload, status_code=200, headers=response_headers)
+
+
+async def invoke_with_response_stream(request: Request) -> Response:
+    """InvokeWithResponseStream: the function's response as it is produced, in event-stream messages:
+    `PayloadChunk`s, then one `InvokeComplete` (ErrorCode and ErrorDetails on a function error, LogResult
+    with LogType=Tail). Errors before the function runs (throttling, unknown function, ...) are the usual
+    error shapes; from the moment the runtime has the event the answer is 200, whatever happens.
+
+    A runtime that does not stream is passed on the same way: its /response body as PayloadChunks."""
+    service = request.app.state.service
+    stream = ResponseStream()
+    _, log_type, invocation = await _requested(request, _STREAM_INVOCATION_TYPES, stream)
+    if invocation is None:
+        return Response(status_code=204, headers={"x-amzn-RequestId": request.state.request_id})
+    version = invocation.version
+    running = asyncio.ensure_future(service.invoke(invocation))
+    running.add_done_callback(_retrieve)  # a caller that went away never awaits it
+    started = asyncio.ensure_future(invocation.started.wait())
+    try:
+        await asyncio.wait((running, started), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        started.cancel()
+    failure = running.exception() if running.done() else None
+    if failure is not None:  # it never ran: throttled, not runnable, shutting down
+        stream.detach()
+        raise failure
+    return _EventStreamResponse(
+        _events(stream, running, tail=log_type == "Tail"),
+        stream,
+        headers={"x-amzn-RequestId": invocation.request_id, "X-Amz-Executed-Version": version},
+    )
+
+
+class _EventStreamResponse(StreamingResponse):
+    """Streams the events; however the response ends (a caller that disconnects included), the
+    invocation's stream stops waiting for a reader."""
+
+    media_type = eventstream.CONTENT_TYPE
+
+    def __init__(self, content: AsyncIterator[bytes], stream: ResponseStream, headers: dict[str, str]) -> None:
+        super().__init__(content, headers=headers)
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stream.detach()
+
+
+async def _events(
+    stream: ResponseStream, running: asyncio.Future[InvocationResult], *, tail: bool
+) -> AsyncIterator[bytes]:
+    while (piece := await stream.read()) is not None:
+        yield eventstream.payload_chunk(piece)
+    try:
+        result = await running
+    except LambdaServiceError as exc:  # not expected once the runtime has the event
+        yield eventstream.invoke_complete(exc.code, exc.message)
+        return
+    details = None
+    if result.function_error and result.payload:
+        details = result.payload.decode(errors="replace")
+    log_result = base64.b64encode(result.log_tail).decode() if tail else None
+    yield eventstream.invoke_complete(result.function_error, details, log_result)
+
+
+def _retrieve(task: asyncio.Future[InvocationResult]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def invoke_async(request: Request) -> Response:

@@ -5,6 +5,11 @@ can only come from that sandbox: a connection here serves one environment and no
 service. Requests are parsed by httptools; responses are rendered here, each in one write and with
 header names spelled as Lambda spells them (`Lambda-Runtime-Aws-Request-Id`), which a general
 ASGI server would lower-case.
+
+A /response body is not buffered here: from its headers on it goes, piece by piece, to the
+environment's `ResponseSink`, so a streamed response (`Lambda-Runtime-Function-Response-Mode:
+streaming`, chunked, errors in trailers) reaches an InvokeWithResponseStream caller as the runtime
+writes it. A slow caller pauses reading from the runtime.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from typing import Any
 import httptools
 import orjson
 
-from .environment import Environment, RuntimeAPIError
-from .invocation import MAX_RESPONSE_BYTES, Invocation
+from .environment import Environment, ResponseSink, RuntimeAPIError
+from .invocation import Invocation
 
 _INVOCATION = "/2018-06-01/runtime/invocation/"
 _NEXT = "/2018-06-01/runtime/invocation/next"
@@ -24,6 +29,7 @@ _INIT_ERROR = "/2018-06-01/runtime/init/error"
 _PING = "/2018-06-01/ping"
 _MAX_ERROR_BYTES = 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
+_MAX_TRAILER_BYTES = 2 * _MAX_ERROR_BYTES  # a streamed response's error trailers: its error document in base64
 
 _ACCEPTED = b'{"status":"OK"}\n'
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -39,16 +45,25 @@ class RuntimeAPIServer:
 
 
 class _Request:
-    __slots__ = ("body", "body_limit", "body_size", "headers", "keep_alive", "method", "path")
+    __slots__ = (
+        "body", "body_limit", "body_size", "error", "headers", "held", "keep_alive", "method", "path", "response_id",
+        "sink", "trailer_bytes", "trailers",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.method = ""
         self.path = ""
         self.headers: dict[str, str] = {}
+        self.trailers: dict[str, str] = {}
+        self.trailer_bytes = 0
         self.body: list[bytes] = []
         self.body_size = 0
         self.body_limit = _MAX_ERROR_BYTES
         self.keep_alive = True
+        self.response_id: str | None = None  # POST /invocation/{id}/response: its body goes to `sink`
+        self.sink: ResponseSink | None = None
+        self.error: RuntimeAPIError | None = None  # the /response was refused when it began
+        self.held: list[bytes] | None = None  # its body, while requests before it are unanswered
 
 
 class RuntimeAPIProtocol(asyncio.Protocol):
@@ -63,6 +78,8 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._queue: list[_Request] = []
         self._task: asyncio.Task[None] | None = None
+        self._receiving: _Request | None = None  # the request whose body is arriving
+        self._paused: set[str] = set()  # why reading is paused: "held", "drain"
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -82,43 +99,117 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self.transport = None
         if self._task is not None:
             self._task.cancel()  # e.g. a /next long poll whose runtime went away
+        self._queue.clear()
+        receiving, self._receiving = self._receiving, None
+        if receiving is not None and receiving.sink is not None:
+            receiving.sink.abort()
 
     # -- httptools callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._request = _Request()
+        self._request = self._receiving = _Request()
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._request.path += url.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        request = self._request
+        if request.method:  # after the header section: a trailer of a chunked body
+            request.trailer_bytes += len(name) + len(value)
+            if request.trailer_bytes > _MAX_TRAILER_BYTES:
+                raise httptools.HttpParserError("trailer section too large")
+            request.trailers[name.decode("latin-1").lower()] = value.decode("latin-1")
+            return
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > _MAX_HEADER_BYTES:
             raise httptools.HttpParserError("header section too large")
-        self._request.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        request.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         request = self._request
         request.method = self._parser.get_method().decode("latin-1")
         request.path = request.path.split("?", 1)[0]
-        if request.path.endswith("/response"):
-            request.body_limit = MAX_RESPONSE_BYTES
+        if request.method == "POST" and request.path.startswith(_INVOCATION):
+            request_id, _, action = request.path[len(_INVOCATION) :].partition("/")
+            if action == "response":
+                request.response_id = request_id
+                if self._task is None and not self._queue:
+                    self._open_response(request)
+                else:  # answer the requests before it first (_serve_queue opens it then)
+                    request.held = []
+                    self._pause("held")
         if request.headers.get("expect", "").lower() == "100-continue":
             self._write(_CONTINUE)  # curl otherwise waits a second before sending a body
 
     def on_body(self, body: bytes) -> None:
         request = self._request
         request.body_size += len(body)
+        if request.response_id is not None:
+            if request.held is not None:
+                request.held.append(body)  # at most what one read brought: reading is paused
+            elif request.sink is not None:
+                self._to_sink(request.sink, body)
+            return  # a /response refused when it began: counted, dropped
         kept = request.body_size - len(body)
         if kept <= request.body_limit:
             request.body.append(body[: request.body_limit + 1 - kept])  # beyond the limit: counted, dropped
 
     def on_message_complete(self) -> None:
         self._request.keep_alive = self._parser.should_keep_alive()
+        self._receiving = None
+        self._end_response(self._request)  # at once: a /next on another connection must find it answered
         self._queue.append(self._request)
         if self._task is None:
             self._task = self._loop.create_task(self._serve_queue())
+
+    # -- response bodies ------------------------------------------------------------------------
+
+    def _open_response(self, request: _Request) -> None:
+        """Hand a /response to the environment; what arrived of its body while it waited goes first."""
+        assert request.response_id is not None
+        headers = request.headers
+        declared = headers.get("content-length", "")
+        held, request.held = request.held, None
+        try:
+            request.sink = self.env.open_response(
+                request.response_id,
+                headers.get("lambda-runtime-function-response-mode"),
+                int(declared) if declared.isdigit() else None,
+            )
+        except RuntimeAPIError as exc:
+            request.error = exc
+        if request.sink is not None:
+            for piece in held or ():
+                self._to_sink(request.sink, piece)
+        self._resume("held")
+
+    def _end_response(self, request: _Request) -> None:
+        """A /response body (handed over) has ended: the invocation is answered now; the runtime's answer
+        waits its turn on the connection."""
+        sink, request.sink = request.sink, None
+        if sink is not None:
+            try:
+                sink.finish(request.trailers)
+            except RuntimeAPIError as exc:
+                request.error = exc
+
+    def _to_sink(self, sink: ResponseSink, piece: bytes) -> None:
+        if not sink.write(piece) and "drain" not in self._paused:
+            self._pause("drain")  # the caller reads slower than the runtime writes
+            sink.when_drained(lambda: self._resume("drain"))
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._paused.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self._paused:
+            return
+        self._paused.discard(reason)
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -126,12 +217,18 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         try:
             while self._queue:
                 request = self._queue.pop(0)
+                if request.held is not None:
+                    self._open_response(request)  # its turn has come
+                    self._end_response(request)
                 self._write(await self._handle(request))
                 if not request.keep_alive:
                     self._close()
                     return
         finally:
             self._task = None
+        receiving = self._receiving
+        if receiving is not None and receiving.held is not None:
+            self._open_response(receiving)  # a /response still arriving: its turn has come
 
     async def _handle(self, request: _Request) -> bytes:
         path, method = request.path, request.method
@@ -144,7 +241,18 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                 if action not in ("response", "error"):
                     raise _not_found()
                 _require(method, "POST")
-                return self._answer(request, request_id, action)
+                if action == "response":
+                    if request.error is not None:
+                        raise request.error  # refused when it began, or when it ended (413)
+                else:
+                    headers = request.headers
+                    self.env.post_error(
+                        request_id,
+                        headers.get("lambda-runtime-function-error-type"),
+                        b"".join(request.body),
+                        headers.get("content-type"),
+                    )
+                return _render(202, _ACCEPTED)
             if path == _INIT_ERROR:
                 _require(method, "POST")
                 headers = request.headers
@@ -164,21 +272,6 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             if exc.status == 405:
                 return _render(405, b"", b"text/plain; charset=utf-8")
             return _render(exc.status, orjson.dumps({"errorMessage": exc.message, "errorType": exc.error_type}) + b"\n")
-
-    def _answer(self, request: _Request, request_id: str, action: str) -> bytes:
-        headers = request.headers
-        body = b"".join(request.body)
-        if action == "response":
-            mode = headers.get("lambda-runtime-function-response-mode")
-            if mode is not None and mode != "streaming":
-                self.env.post_invalid_response_mode(request_id)
-                raise RuntimeAPIError(400, "InvalidFunctionResponseMode", "Invalid function response mode")
-            self.env.post_response(request_id, body, request.body_size)
-        else:
-            self.env.post_error(
-                request_id, headers.get("lambda-runtime-function-error-type"), body, headers.get("content-type")
-            )
-        return _render(202, _ACCEPTED)
 
     def _render_invocation(self, invocation: Invocation) -> bytes:
         payload = invocation.payload
