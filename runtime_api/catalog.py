@@ -152,6 +152,7 @@ def spec_document(spec: FunctionSpec) -> dict[str, Any]:
     document = asdict(spec)
     document["code_dir"] = str(spec.code_dir) if spec.code_dir is not None else None
     document["environment"] = dict(spec.environment)
+    document["layers"] = [str(layer) for layer in spec.layers]
     return document
 
 
@@ -160,6 +161,7 @@ def spec_from_document(document: dict[str, Any]) -> FunctionSpec:
     values = {key: value for key, value in document.items() if key in known}
     values["code_dir"] = Path(values["code_dir"]) if values.get("code_dir") else None
     values["architectures"] = tuple(values.get("architectures") or ("x86_64",))
+    values["layers"] = tuple(Path(layer) for layer in values.get("layers") or ())
     config = values.get("image_config") or {}
     values["image_config"] = ImageConfig(
         entry_point=tuple(config["entry_point"]) if config.get("entry_point") is not None else None,

@@ -1,4 +1,4 @@
-"""`sandbox-runtime serve | invoke | generate-event` (also `python -m runtime_api ...`)."""
+"""`sandbox-runtime serve | invoke | build | generate-event` (also `python -m runtime_api ...`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .config import ConfigError, Settings
 from .functions import FunctionRegistry, parse_function_name
 from .logs import configure_logging, get_logger
 
-_COMMANDS = ("serve", "invoke", "generate-event")
+_COMMANDS = ("serve", "invoke", "build", "generate-event")
 # How the HTTP service is served (the benchmark's floor is served the same way).
 SERVER_OPTIONS: dict[str, Any] = {
     "http": "httptools",
@@ -38,10 +38,24 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "'ParameterKey=Stage,ParameterValue=dev'; repeatable",
     )
     parser.add_argument(
+        "-n",
+        "--env-vars",
+        type=Path,
+        metavar="JSON",
+        help="environment variables for the functions, as sam takes them: "
+        '{"Parameters": {...}} for all, {"LogicalIdOrName": {...}} for one (default: $SANDBOX_ENV_VARS)',
+    )
+    parser.add_argument(
         "--strict-runtimes",
         action="store_true",
         default=None,
         help="refuse python3.x functions whose exact interpreter is missing instead of using python3",
+    )
+    parser.add_argument(
+        "--build-dir",
+        type=Path,
+        help="where `build` puts its output and serve/invoke look for it "
+        "(default: $SANDBOX_BUILD_DIR, else .sandbox-runtime/build next to the template)",
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="service log level")
     parser.add_argument("--log-format", choices=["auto", "json", "console"], help="service log format")
@@ -59,10 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
     serve.add_argument("--pool-size", type=int, help="environments pre-started per function (default 2)")
     serve.add_argument("--max-concurrency", type=int, help="environments per function at most (default 64)")
+    serve.add_argument(
+        "--no-hot-reload",
+        dest="hot_reload",
+        action="store_false",
+        default=None,
+        help="keep serving the code staged at start when a function's code changes (default: $SANDBOX_HOT_RELOAD)",
+    )
     invoke = sub.add_parser("invoke", help="invoke one function once, like `sam local invoke`")
     invoke.add_argument("function", help="function name or template logical id")
     _common(invoke)
     invoke.add_argument("-e", "--event", help="event JSON file, or - for standard input (default: {})")
+    build = sub.add_parser(
+        "build", help="install each Python function's requirements.txt next to a copy of its code, like `sam build`"
+    )
+    _common(build)
+    build.add_argument("functions", nargs="*", metavar="FUNCTION", help="functions to build (default: all)")
+    build.add_argument("--parallel", action="store_true", help="build functions side by side (one pip each)")
+    build.add_argument("--force", action="store_true", help="rebuild even when a build is up to date")
     sample_events.add_parser(sub)
     return parser
 
@@ -84,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "invoke":
             return _invoke(args)
+        if args.command == "build":
+            return _build(args)
         return _serve(args)
     except ConfigError as exc:
         print(f"sandbox-runtime: configuration error: {exc}", file=sys.stderr)
@@ -99,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 def _settings(args: argparse.Namespace, defaults: dict[str, Any] | None = None, **extra: Any) -> Settings:
     overrides = {
         "template": args.template,
+        "env_vars": args.env_vars,
+        "build_dir": args.build_dir,
         "strict_runtimes": args.strict_runtimes,
         "log_level": args.log_level,
         "log_format": args.log_format,
@@ -126,10 +158,12 @@ def _parameter_overrides(values: list[str]) -> dict[str, str]:
 
 
 def _registry(settings: Settings, args: argparse.Namespace) -> FunctionRegistry:
+    from .env_vars import apply_env_vars, load_env_vars
     from .template import TemplateError, load_template
 
     if settings.template is None:
         raise TemplateError("no template given: pass --template PATH or set SANDBOX_TEMPLATE")
+    env_vars = load_env_vars(settings.env_vars) if settings.env_vars is not None else None
     template = load_template(
         settings.template,
         parameter_overrides=_parameter_overrides(args.parameter_overrides),
@@ -137,9 +171,35 @@ def _registry(settings: Settings, args: argparse.Namespace) -> FunctionRegistry:
         account_id=settings.account_id,
     )
     log = get_logger("template")
-    for logical_id, reason in template.skipped:
-        log.warning("template.skipped", resource=logical_id, reason=reason)
-    return FunctionRegistry(template.functions, region=settings.region, account_id=settings.account_id)
+    if template.skipped:
+        # One line for the whole template; each resource again at debug level.
+        log.warning(
+            "template.skipped",
+            resources=dict(template.skipped),
+            detail=f"{len(template.skipped)} resource(s) not run locally: "
+            + "; ".join(f"{logical_id} ({reason})" for logical_id, reason in template.skipped),
+        )
+        for logical_id, reason in template.skipped:
+            log.debug("template.skipped_resource", resource=logical_id, reason=reason)
+    left_out: dict[str, list[str]] = {}
+    for function, layer, reason in template.skipped_layers:
+        left_out.setdefault(function, []).append(f"{layer} ({reason})")
+    for function, layers in left_out.items():
+        log.warning(
+            "function.layers_skipped",
+            function=function,
+            layers=layers,
+            detail="only layers the template defines with local content are used; the function runs without these",
+        )
+    if env_vars is not None and (unmatched := env_vars.unmatched(template.functions)):
+        log.warning(
+            "env_vars.unmatched",
+            file=str(env_vars.path),
+            sections=unmatched,
+            detail="these sections name no function of the template (nor Parameters): they apply to nothing",
+        )
+    functions = apply_env_vars(template.functions, env_vars)
+    return FunctionRegistry(functions, region=settings.region, account_id=settings.account_id)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -149,7 +209,12 @@ def _serve(args: argparse.Namespace) -> int:
     from .service import Service
 
     settings = _settings(
-        args, host=args.host, port=args.port, pool_size=args.pool_size, max_concurrency=args.max_concurrency
+        args,
+        host=args.host,
+        port=args.port,
+        pool_size=args.pool_size,
+        max_concurrency=args.max_concurrency,
+        hot_reload=args.hot_reload,
     )
     configure_logging(settings.log_level, settings.log_format)
     registry = _registry(settings, args)
@@ -170,6 +235,26 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(sig, _exit_cleanly)
     server.run()
     return 0 if server.started else 1
+
+
+def _build(args: argparse.Namespace) -> int:
+    from . import build
+
+    settings = _settings(args, defaults={"log_level": "warning"})
+    configure_logging(settings.log_level, "console" if settings.log_format == "auto" else settings.log_format)
+    registry = _registry(settings, args)
+    assert settings.template is not None
+    root = build.build_root(settings.build_dir, settings.template)
+    assert root is not None
+    return build.run(
+        registry,
+        root,
+        template=settings.template,
+        names=args.functions,
+        parallel=args.parallel,
+        force=args.force,
+        strict_runtimes=settings.strict_runtimes,
+    )
 
 
 def _exit_cleanly(signum: int, frame: Any) -> None:

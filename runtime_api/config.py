@@ -41,6 +41,8 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"env": "SANDBOX_HOST"})
     port: int = field(default=8000, metadata={"env": "SANDBOX_PORT"})
     template: Path | None = field(default=None, metadata={"env": "SANDBOX_TEMPLATE"})
+    # `--env-vars`: a JSON file of environment variables for template functions, in SAM's format.
+    env_vars: Path | None = field(default=None, metadata={"env": "SANDBOX_ENV_VARS"})
     isolation: str = field(default="bwrap", metadata={"env": "SANDBOX_ISOLATION"})  # bwrap | docker
     # The Docker engine of the docker isolation (and of PackageType Image functions).
     docker_host: str = field(default="unix:///var/run/docker.sock", metadata={"env": "SANDBOX_DOCKER_HOST"})
@@ -71,6 +73,10 @@ class Settings:
     s3_endpoint: str = field(default="", metadata={"env": "SANDBOX_S3_ENDPOINT"})
     # Built once, reused by every start: /var/runtime (bootstrap + SDK) compiled per interpreter.
     cache_dir: Path = field(default=Path("/var/cache/sandbox-runtime"), metadata={"env": "SANDBOX_CACHE_DIR"})
+    # `sandbox-runtime build` output, read by serve/invoke; None: .sandbox-runtime/build next to the template.
+    build_dir: Path | None = field(default=None, metadata={"env": "SANDBOX_BUILD_DIR"})
+    # serve: a change under a function's CodeUri (or a new build) is served from the next invoke on.
+    hot_reload: bool = field(default=True, metadata={"env": "SANDBOX_HOT_RELOAD"})
     # AWS identity the service presents.
     region: str = field(default="us-east-1", metadata={"env": "SANDBOX_REGION"})
     account_id: str = field(default="123456789012", metadata={"env": "SANDBOX_ACCOUNT_ID"})

@@ -56,6 +56,9 @@ class FunctionSpec:
     memory_size: int = 128  # MB, 128..10240
     ephemeral_storage: int = 512  # MB of /tmp, 512..10240
     environment: Mapping[str, str] = field(default_factory=dict)
+    # Layer content folders (absolute host paths), in the function's order: extracted into /opt one after
+    # the other, later layers overwriting earlier files, as Lambda does.
+    layers: tuple[Path, ...] = ()
     architectures: tuple[str, ...] = ("x86_64",)
     reserved_concurrency: int | None = None
     log_format: str = "Text"  # LoggingConfig.LogFormat: Text | JSON

@@ -20,16 +20,19 @@ from sandbox.cgroups import CgroupError, Cgroups, favor_dynamic_modifications
 from sandbox.docker import DockerBackend, DockerUnavailable
 from sandbox.egress import EgressPolicy
 
+from . import build
 from .capacity import Capacity
 from .config import Settings
 from .environment import Environment
 from .errors import InvalidRuntimeException, ResourceConflictException
+from .extensions import extensions_disabled, external_extensions, launcher_command
 from .functions import LATEST, FunctionRegistry, FunctionSpec
 from .invocation import Invocation, InvocationResult
 from .lambda_env import function_environment, reserved_variables
 from .logs import get_logger
 from .output import LogSink
 from .pool import FunctionPool
+from .reload import HotReloader, start_hot_reload
 from .runtime import RuntimeAPIServer
 from .runtimes import (
     RuntimeLaunch,
@@ -104,6 +107,8 @@ class Service:
         self.pending: dict[str, str] = {}  # FunctionSpec.key -> its state while the control plane prepares it
         self._launches: dict[str, RuntimeLaunch] = {}
         self._code: dict[str, Path] = {}
+        self._opt: dict[str, Path] = {}  # FunctionSpec.key -> its layers merged (the sandbox's /opt)
+        self._extensions: dict[Path | None, tuple[tuple[str, ...], bool]] = {}  # /opt -> its extensions, enabled
         self._state_dir: Path | None = None
         self._owns_state_dir = False
         # One uid pool for every backend: a uid is never in use by two sandboxes at once.
@@ -122,6 +127,12 @@ class Service:
         self._egress_policy = EgressPolicy()
         self.limits_problem: str | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Template functions (by name, their CodeUri): served from their build when they have one
+        # (`build.py`), and hot-reloaded by `serve` (`reload.py`).
+        self._template_code = {f.name: f.code_dir for f in registry if f.code_dir is not None}
+        self.build_root = build.build_root(settings.build_dir, settings.template)
+        self._build_warned: dict[tuple[str, Path | None], tuple[str, str | None]] = {}
+        self.reloader: HotReloader | None = None
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -141,6 +152,9 @@ class Service:
         if self._docker is not None:
             self._backends["docker"] = self._docker
         self._runtime_api = RuntimeAPIServer()
+        if warm_up and self.settings.hot_reload:  # watching first: a change while staging is not missed
+            template = [f for f in self.registry if self._template_code.get(f.name) == f.code_dir]
+            self.reloader = await asyncio.to_thread(start_hot_reload, self, template)
         for function in self.registry.all_specs():
             # Functions added after `prepare` (the control plane's stored ones) are resolved here.
             if function.key not in self._launches and function.key not in self.unavailable:
@@ -182,9 +196,11 @@ class Service:
         launch = self._launches[function.key]
         assert self._stager is not None
         if function.code_dir is not None:
-            self._code[function.key] = await asyncio.to_thread(
-                self._stager.stage, function.code_dir, name=function.code_dir.name
-            )
+            self._code[function.key] = await asyncio.to_thread(self._stage_code, function)
+        if function.layers:
+            self._opt[function.key] = await asyncio.to_thread(self._stage_layers, function)
+        else:
+            self._opt.pop(function.key, None)
         if function.version != LATEST:
             return
         if ignored := reserved_variables(function):
@@ -202,6 +218,84 @@ class Service:
                 detail=f"{function.runtime} runs the executable 'bootstrap' in CodeUri, which is missing",
             )
 
+    def _stage_code(self, function: FunctionSpec) -> Path:
+        """Stage what /var/task is made of: the code folder, or the function's build. Blocking."""
+        assert self._stager is not None and function.code_dir is not None
+        return self._stager.stage(self._code_source(function), name=function.code_dir.name)
+
+    def _stage_layers(self, function: FunctionSpec) -> Path:
+        """Stage what /opt is made of: the layers' folders, or their builds, merged. Blocking."""
+        assert self._stager is not None
+        return self._stager.stage_merged(self._layer_sources(function))
+
+    def _code_source(self, function: FunctionSpec) -> Path:
+        """The function's code folder, or for a template function with a requirements.txt, its build
+        (`build.code_status`), with a warning when it has none or an out-of-date one. Blocking."""
+        assert function.code_dir is not None
+        if self._template_code.get(function.name) != function.code_dir:
+            return function.code_dir  # the control plane's code: packages come in the zip
+        status = build.code_status(function, self.build_root, self._interpreter(function))
+        return self._built_source(function, status, None)
+
+    def _layer_sources(self, function: FunctionSpec) -> list[Path]:
+        """The function's layer folders, each replaced by its build when it has a requirements.txt."""
+        if self._template_code.get(function.name) != function.code_dir:
+            return list(function.layers)
+        interpreter = self._interpreter(function)
+        return [
+            self._built_source(function, build.layer_status(layer, function, self.build_root, interpreter), layer)
+            for layer in function.layers
+        ]
+
+    def _interpreter(self, function: FunctionSpec) -> Path | None:
+        launch = self._launches.get(function.key)
+        return launch.interpreter if launch is not None else None
+
+    def _built_source(self, function: FunctionSpec, status: build.CodeStatus, layer: Path | None) -> Path:
+        warned = (status.state, status.key)
+        if (
+            function.version == LATEST
+            and status.state in ("stale", "not_built")
+            and self._build_warned.get((function.name, layer)) != warned
+        ):
+            self._build_warned[(function.name, layer)] = warned  # once per state of the code, not per reload
+            self._warn_not_built(function, status, layer)
+        return status.source
+
+    def _warn_not_built(self, function: FunctionSpec, status: build.CodeStatus, layer: Path | None) -> None:
+        command = f"sandbox-runtime build {function.name} --template {self.settings.template}"
+        if self.settings.build_dir is not None:
+            command += f" --build-dir {self.settings.build_dir}"
+        what = "its code" if layer is None else f"its layer {layer}"
+        if status.state == "stale":
+            detail = (
+                f"the build of {what} is out of date (the code, requirements.txt or interpreter changed since): "
+                f"the last build is served until you run: {command}"
+            )
+        else:
+            detail = (
+                f"{what} has a requirements.txt but no build: it is served without those packages "
+                f"until you run: {command}"
+            )
+        log.warning(
+            "function.not_built",
+            function=function.name,
+            layer=None if layer is None else str(layer),
+            state=status.state,
+            build=str(status.build_dir or self.build_root),
+            detail=detail,
+        )
+
+    def code_changed(self, function: FunctionSpec) -> bool:
+        """Whether staging the function now gives other folders than those it is served from (staging
+        them meanwhile). Blocking; raises OSError when its folders cannot be read."""
+        if function.code_dir is not None and self._stage_code(function) != self._code.get(function.key):
+            return True
+        return bool(function.layers) and self._stage_layers(function) != self._opt.get(function.key)
+
+    def staged_code(self, function: FunctionSpec) -> Path | None:
+        return self._code.get(function.key)
+
     def _open_pool(self, function: FunctionSpec) -> None:
         """Serve the function version from a new pool; a pool it replaces drains in the background."""
         old = self.pools.get(function.key)
@@ -213,10 +307,11 @@ class Service:
         pool.prestart()
         # The sandbox cannot write __pycache__ into /var/task: compile once here instead of at every
         # cold start (atomic writes, so sandboxes starting meanwhile are unaffected).
-        launch, code = self._launches[function.key], self._code.get(function.key)
-        if launch.interpreter is not None and code is not None and code not in self._compiled:
-            self._compiled.add(code)
-            self._in_background(asyncio.to_thread(compile_python_tree, launch.interpreter, code))
+        launch = self._launches[function.key]
+        for code in (self._code.get(function.key), self._opt.get(function.key)):
+            if launch.interpreter is not None and code is not None and code not in self._compiled:
+                self._compiled.add(code)
+                self._in_background(asyncio.to_thread(compile_python_tree, launch.interpreter, code))
 
     def _in_background(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -253,6 +348,7 @@ class Service:
         self.unavailable.pop(function.key, None)
         self._launches.pop(function.key, None)
         self._code.pop(function.key, None)
+        self._opt.pop(function.key, None)
         pool = self.pools.pop(function.key, None)
         if pool is not None:
             self._in_background(pool.retire())
@@ -369,6 +465,8 @@ class Service:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        if self.reloader is not None:
+            self.reloader.close()
         # Every pool, including those of replaced or deleted versions still draining.
         await asyncio.gather(*(pool.close() for pool in list(self.capacity.pools)))
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -415,14 +513,21 @@ class Service:
         function = pool.function
         launch = self._launches[function.key]
         network = self.allows_network(function)
+        region = self.settings.region
+        env = function_environment(function, launch, region=region, network=network, base=launch.image_env)
+        opt = self._opt.get(function.key)
+        if opt not in self._extensions:  # staged /opt folders never change: listed once each
+            self._extensions[opt] = (external_extensions(opt), not extensions_disabled(opt))
+        extensions, extensions_enabled = self._extensions[opt]
         spec = SandboxSpec(
-            command=launch.command,
-            env=function_environment(
-                function, launch, region=self.settings.region, network=network, base=launch.image_env
-            ),
+            # With external extensions, a launcher starts them and then the runtime (`extensions`).
+            command=launcher_command(extensions, launch.command, env) if extensions else launch.command,
+            env=env,
+            extension_output=bool(extensions),
             allow_network=network,
             image=function.image_uri if function.package_type == "Image" else None,
             code_dir=self._code.get(function.key),
+            opt_dir=opt,
             runtime_dir=self._runtime_dir if launch.uses_bootstrap else None,
             extra_ro_binds=launch.extra_ro_binds,
             cwd=launch.cwd,
@@ -442,6 +547,8 @@ class Service:
             log_sink=self.log_sink,
             init_limit=self.settings.init_timeout_seconds,
             log_limit=self.settings.log_limit_bytes,
+            extensions=extensions,
+            extensions_enabled=extensions_enabled,
         )
 
     def set_reserved(self, function: FunctionSpec) -> None:
@@ -470,6 +577,8 @@ class Service:
         return pool
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:
+        if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
+            await reloading  # its code changed: the new code serves this invocation
         return await self.pool_for(invocation.function).invoke(invocation)
 
     def describe(self) -> dict[str, Any]:

@@ -3,12 +3,15 @@
 It reads a template the way `sam local start-lambda` does: cfn-lint's decoder parses YAML and JSON
 with the short-form tags, aws-sam-translator's Globals merges `Globals.Function` into each
 `AWS::Serverless::Function`, and intrinsics are evaluated against parameters and pseudo parameters
-for the properties we read. Everything else in the template is ignored or listed as skipped.
+for the properties we read. Layers (`AWS::Serverless::LayerVersion`, `AWS::Lambda::LayerVersion`) with
+local content are resolved for the functions that list them. Everything else in the template is ignored
+or listed as skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,11 +30,17 @@ from .intrinsics import NO_VALUE, IntrinsicResolver, InvalidValue, Unresolvable,
 
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 LAMBDA_FUNCTION = "AWS::Lambda::Function"
+SERVERLESS_LAYER = "AWS::Serverless::LayerVersion"
+LAMBDA_LAYER = "AWS::Lambda::LayerVersion"
+_MAX_LAYERS = 5  # Lambda's limit per function
 
 _ARCHITECTURES = ("x86_64", "arm64")
 _PROVIDED_RUNTIMES = ("provided", "provided.al2", "provided.al2023")
 _FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _HANDLER_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:[./][A-Za-z_][A-Za-z0-9_-]*)*")
+_LAYER_ARN_RE = re.compile(
+    r"arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:(?P<account>\d{12}):layer:(?P<name>[a-zA-Z0-9_-]{1,140})(?::\d+)?"
+)
 
 
 class TemplateError(Exception):
@@ -39,10 +48,23 @@ class TemplateError(Exception):
 
 
 @dataclass(frozen=True)
+class TemplateLayer:
+    """A layer version the template defines with local content."""
+
+    logical_id: str
+    name: str  # LayerName (the logical id when the template gives none)
+    content_dir: Path  # absolute host path of ContentUri / Content
+
+
+@dataclass(frozen=True)
 class Template:
     path: Path
     functions: tuple[FunctionSpec, ...]
     skipped: tuple[tuple[str, str], ...]  # (logical_id, reason) for resources we do not run
+    layers: tuple[TemplateLayer, ...] = ()
+    # (function logical id, the layer as the template lists it, why it is left out): the function runs
+    # without these layers.
+    skipped_layers: tuple[tuple[str, str, str], ...] = ()
 
 
 def load_template(
@@ -70,10 +92,23 @@ def load_template(
     functions: list[FunctionSpec] = []
     skipped: list[tuple[str, str]] = []
     owners: dict[str, str] = {}  # FunctionName -> logical id
+    # Layers first: functions refer to them.
+    layers = _Layers(resources, resolver, account_id)
     for logical_id, resource in resources.items():
+        if isinstance(resource, dict) and resource.get("Type") in (SERVERLESS_LAYER, LAMBDA_LAYER):
+            try:
+                layers.add(logical_id, resource, source.parent)
+            except InvalidValue as exc:
+                raise TemplateError(f"{label}: resource {logical_id}: {exc}") from None
+    for logical_id, resource in resources.items():
+        if logical_id in layers.skipped:
+            skipped.append((logical_id, layers.skipped[logical_id]))
+            continue
+        if logical_id in layers.loaded:
+            continue
         try:
             outcome = _load_resource(
-                logical_id, resource, template_globals, resolver, source.parent, region, account_id
+                logical_id, resource, template_globals, resolver, source.parent, region, account_id, layers
             )
         except InvalidValue as exc:
             raise TemplateError(f"{label}: resource {logical_id}: {exc}") from None
@@ -87,7 +122,13 @@ def load_template(
             )
         owners[outcome.name] = logical_id
         functions.append(outcome)
-    return Template(path=source, functions=tuple(functions), skipped=tuple(skipped))
+    return Template(
+        path=source,
+        functions=tuple(functions),
+        skipped=tuple(skipped),
+        layers=tuple(layers.loaded.values()),
+        skipped_layers=tuple(layers.left_out),
+    )
 
 
 def _decode(source: Path, label: str) -> dict[str, Any]:
@@ -124,6 +165,7 @@ def _load_resource(
     base_dir: Path,
     region: str,
     account_id: str,
+    layers: _Layers,
 ) -> FunctionSpec | str:
     """The function a resource defines, or the reason we skip it."""
     if not isinstance(logical_id, str):
@@ -196,6 +238,7 @@ def _load_resource(
         raise InvalidValue(f"Metadata.SandboxRuntime.Isolation must be one of {choices}, got {isolation!r}")
     if package_type == "Image" and isolation == "bwrap":
         raise InvalidValue("PackageType Image functions run on the docker isolation, not bwrap")
+    layer_dirs = layers.for_function(logical_id, raw.get("Layers"), image=package_type == "Image")
     spec = FunctionSpec(
         name=name,
         handler=handler,
@@ -207,6 +250,7 @@ def _load_resource(
         memory_size=_integer(props.get("MemorySize", 128), "MemorySize", 128, 10240, " MB"),
         ephemeral_storage=_integer(props.get("EphemeralStorage.Size", 512), "EphemeralStorage.Size", 512, 10240, " MB"),
         environment=_environment(props),
+        layers=layer_dirs,
         architectures=_architectures(props.get("Architectures", ["x86_64"])),
         log_format=_choice(props.get("LoggingConfig.LogFormat", "Text"), "LoggingConfig.LogFormat", _LOG_FORMATS),
         application_log_level=None
@@ -237,6 +281,129 @@ def _sandbox_metadata(resource: Mapping[str, Any], resolver: IntrinsicResolver) 
         raise InvalidValue("Metadata.SandboxRuntime must be a mapping")
     resolved = resolver.resolve(settings)
     return resolved if isinstance(resolved, dict) else {}
+
+
+# -- layers -----------------------------------------------------------------------------------------
+
+
+class _Layers:
+    """The template's layer versions, and each function's `Layers` resolved to their content folders."""
+
+    def __init__(self, resources: Mapping[str, Any], resolver: IntrinsicResolver, account: str) -> None:
+        self._resources = resources
+        self._resolver = resolver
+        self._account = account
+        self.loaded: dict[str, TemplateLayer] = {}
+        self.skipped: dict[str, str] = {}  # layer logical id -> why it is not loaded
+        self.left_out: list[tuple[str, str, str]] = []  # (function, layer as listed, why)
+
+    def add(self, logical_id: str, resource: Mapping[str, Any], base_dir: Path) -> None:
+        outcome = self._load(logical_id, resource, base_dir)
+        if isinstance(outcome, str):
+            self.skipped[logical_id] = outcome
+        else:
+            self.loaded[logical_id] = outcome
+
+    def _load(self, logical_id: str, resource: Mapping[str, Any], base_dir: Path) -> TemplateLayer | str:
+        if not isinstance(logical_id, str):
+            raise InvalidValue("the logical id must be a string (quote it: YAML reads On/Off/Yes/No as booleans)")
+        kind = resource["Type"]
+        condition = resource.get("Condition")
+        if condition is not None and not self._resolver.condition(condition):
+            return f"Condition {condition} is false"
+        raw = resource.get("Properties") or {}
+        if not isinstance(raw, dict):
+            raise InvalidValue("Properties must be a mapping")
+        props = _Properties(raw, self._resolver)
+        key = "ContentUri" if kind == SERVERLESS_LAYER else "Content"
+        content = props.get(key)
+        if content is None:
+            raise InvalidValue(f"{key} is required")
+        if isinstance(content, dict) and ({"Bucket", "S3Bucket"} & content.keys()):
+            return f"{key} is an S3 location; only local layer content is supported"
+        if not isinstance(content, str) or not content:
+            raise InvalidValue(f"{key} must be a local path, got {content!r}")
+        if content.startswith("s3://"):
+            return f"{key} {content} is on S3; only local layer content is supported"
+        where = (base_dir / content).resolve()
+        if not where.exists():
+            raise InvalidValue(f"layer path {content!r} does not exist ({where})")
+        if not where.is_dir():
+            raise InvalidValue(f"layer path {content!r} is not a directory ({where})")
+        name = props.get("LayerName", logical_id)
+        if not isinstance(name, str) or not name:
+            raise InvalidValue(f"LayerName must be a string, got {name!r}")
+        return TemplateLayer(logical_id=logical_id, name=name, content_dir=where)
+
+    def for_function(self, function: str, raw: Any, *, image: bool) -> tuple[Path, ...]:
+        """The content folders of a function's `Layers` (after Globals), in order. Layers that only AWS
+        has (other ARNs, values only a deployed stack knows) are left out and recorded in `left_out`."""
+        listed = self._pick(raw)
+        if listed is None or listed is NO_VALUE:
+            return ()
+        if not isinstance(listed, list):
+            raise InvalidValue(f"Layers must be a list, got {listed!r}")
+        pairs = [(entry, item) for entry in listed if (item := self._pick(entry)) is not NO_VALUE]
+        if pairs and image:
+            raise InvalidValue("Layers are not supported for PackageType Image functions (Lambda refuses them)")
+        if len(pairs) > _MAX_LAYERS:
+            raise InvalidValue(f"Layers: a function can use at most {_MAX_LAYERS} layers, got {len(pairs)}")
+        folders = [self._folder(function, entry, item) for entry, item in pairs]
+        return tuple(folder for folder in folders if folder is not None)
+
+    def _folder(self, function: str, entry: Any, item: Any) -> Path | None:
+        if isinstance(item, dict) and set(item) == {"Ref"}:
+            target = item["Ref"]
+            if target in self.loaded:
+                return self.loaded[target].content_dir
+            if target in self.skipped:
+                self.left_out.append((function, target, f"layer {target} is not loaded: {self.skipped[target]}"))
+                return None
+            kind = self._resources[target].get("Type") if isinstance(self._resources[target], dict) else None
+            raise InvalidValue(f"Layers: Ref {target} is a {kind}, not a layer version")
+        if item is None:  # only a deployed stack knows it (Fn::GetAtt, Fn::ImportValue, SSM, ...)
+            self.left_out.append((function, _render(entry), "it cannot be resolved locally"))
+            return None
+        if not isinstance(item, str) or not (match := _LAYER_ARN_RE.fullmatch(item)):
+            raise InvalidValue(f"Layers: expected a layer version ARN or a Ref to a layer, got {item!r}")
+        if match["account"] == self._account:
+            for layer in self.loaded.values():
+                if layer.name == match["name"]:
+                    return layer.content_dir
+        self.left_out.append((function, item, "it is not a layer of this template"))
+        return None
+
+    def _pick(self, value: Any) -> Any:
+        """`value` resolved, except that a Ref to a resource of the template stays a Ref (a layer's
+        ARN is only known to a deployed stack) and Fn::If picks its branch first; a list is returned as
+        is, for its items to be picked one by one. None: unresolvable."""
+        if isinstance(value, list):
+            return value
+        if isinstance(value, dict) and len(value) == 1:
+            fn, arg = next(iter(value.items()))
+            if fn == "Ref" and isinstance(arg, str) and arg in self._resources:
+                return value
+            if fn == "Fn::If":
+                if not isinstance(arg, list) or len(arg) != 3:
+                    raise InvalidValue("Fn::If takes [condition, value if true, value if false]")
+                return self._pick(arg[1] if self._resolver.condition(arg[0]) else arg[2])
+        try:
+            return self._resolver.resolve(value, lenient=True)
+        except InvalidValue as exc:
+            raise InvalidValue(f"Layers: {exc}") from None
+
+
+def _render(value: Any) -> str:
+    """A layer entry as the template wrote it, for messages: `Fn::GetAtt App.Outputs.LayerArn`."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        fn, arg = next(iter(value.items()))
+        if fn == "Fn::GetAtt" and isinstance(arg, list):
+            return f"{fn} {'.'.join(str(part) for part in arg)}"
+        if isinstance(arg, str):
+            return f"{fn} {arg}"
+    return json.dumps(value, separators=(",", ":"))
 
 
 # -- code location ----------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ bwrap resolves bind sources as that uid. So the service stages a copy it owns, h
 that are already world-readable and copying the others with readable modes, and never loosens the
 user's own permissions. Copies are keyed by a fingerprint of the tree, so an unchanged tree is
 staged once.
+
+Layers are staged the same way, merged into one folder (the sandbox's /opt) in the function's order,
+later layers replacing what earlier ones put at the same path, as Lambda extracts them; one merged
+copy per distinct list of layers.
 """
 
 from __future__ import annotations
@@ -15,16 +19,20 @@ import shutil
 import stat
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-_SKIP_DIRS = {"__pycache__", ".git", ".aws-sam"}
+# Never part of a function's code: bytecode caches, VCS data, and the build outputs of `sam build`
+# and `sandbox-runtime build` (which sit inside CodeUri when CodeUri is the template's folder).
+SKIP_DIRS = frozenset({"__pycache__", ".git", ".aws-sam", ".sandbox-runtime"})
+_SKIP_DIRS = SKIP_DIRS
 
 
 def fingerprint(src: Path) -> str:
     """A digest of the tree's names, sizes, modes and modification times."""
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
         for name in sorted(files):
             path = os.path.join(root, name)
             try:
@@ -43,7 +51,7 @@ def stage_tree(src: Path, dest: Path) -> None:
     src_dev = os.stat(src).st_dev
     dest_dev = os.stat(dest).st_dev
     for root, dirs, files in os.walk(src):
-        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
         rel = os.path.relpath(root, src)
         out_root = dest if rel == "." else dest / rel
         for name in dirs:
@@ -56,6 +64,54 @@ def stage_tree(src: Path, dest: Path) -> None:
                 os.chmod(target, 0o755)
         for name in files:
             _stage_file(os.path.join(root, name), out_root / name, same_fs=src_dev == dest_dev)
+
+
+def merge_trees(sources: Sequence[Path], dest: Path) -> None:
+    """Copy each of `sources` in turn into the new folder `dest`, as `stage_tree` copies one: a file,
+    link or folder of a later source replaces whatever an earlier one put at the same path (folders
+    merge). Links are copied as links and never followed, neither in a source nor in `dest`."""
+    os.mkdir(dest, 0o755)
+    os.chmod(dest, 0o755)
+    dest_dev = os.stat(dest).st_dev
+    for src in sources:
+        same_fs = os.stat(src).st_dev == dest_dev
+        for root, dirs, files in os.walk(src):  # never descends into linked folders
+            dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
+            rel = os.path.relpath(root, src)
+            out_root = dest if rel == "." else dest / rel  # a real folder of ours: made below, top-down
+            for name in dirs:
+                source = os.path.join(root, name)
+                target = out_root / name
+                if os.path.islink(source):
+                    _remove(target)
+                    os.symlink(os.readlink(source), target)
+                elif not _is_real_dir(target):
+                    _remove(target)
+                    os.mkdir(target, 0o755)
+                    os.chmod(target, 0o755)
+            for name in files:
+                target = out_root / name
+                _remove(target)
+                _stage_file(os.path.join(root, name), target, same_fs=same_fs)
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    """Remove what an earlier layer put at `path` (a link itself, never what it points to)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def _stage_file(source: str, target: Path, *, same_fs: bool) -> None:
@@ -89,7 +145,19 @@ class CodeStager:
 
     def stage(self, src: Path, *, name: str = "code") -> Path:
         src = Path(src).resolve()
-        key = f"{name}-{fingerprint(src)}"
+        return self._once(f"{name}-{fingerprint(src)}", lambda tmp: stage_tree(src, tmp))
+
+    def stage_merged(self, sources: Sequence[Path], *, name: str = "opt") -> Path:
+        """One folder holding `sources` merged in order (see `merge_trees`), staged once per distinct
+        list of trees: functions with the same layers share it."""
+        resolved = [Path(src).resolve() for src in sources]
+        listing = "\n".join(fingerprint(src) for src in resolved)
+        key = f"{name}-{hashlib.sha256(listing.encode()).hexdigest()[:20]}"
+        return self._once(key, lambda tmp: merge_trees(resolved, tmp))
+
+    def _once(self, key: str, make: Callable[[Path], None]) -> Path:
+        """`root/key`, made by `make(tmp)` into a temporary folder renamed into place, unless it exists
+        (so concurrent starts never see half a folder)."""
         dest = self.root / key
         with self._lock:
             if dest.is_dir():
@@ -97,7 +165,7 @@ class CodeStager:
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
             tmp.rmdir()
             try:
-                stage_tree(src, tmp)
+                make(tmp)
                 os.rename(tmp, dest)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import importlib.metadata
 import json
 import os
+import random
+import shutil
+import socket
+import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,3 +68,68 @@ def aws_cli_environment(folder: Path) -> dict[str, str]:
         AWS_MAX_ATTEMPTS="1",  # a retried invoke would run the function twice
     )
     return environment
+
+
+def vendor(destination: Path, *distributions: str) -> None:
+    """Copy installed distributions into a folder, as `pip install -t destination` would."""
+    for name in distributions:
+        distribution = importlib.metadata.distribution(name)
+        for file in distribution.files or ():
+            if ".." in file.parts or "__pycache__" in file.parts:
+                continue
+            target = destination / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(distribution.locate_file(file), target)
+
+
+@dataclass
+class OutsideHost:
+    """A host outside this machine's own addresses: a network namespace joined to ours by a veth pair."""
+
+    namespace: str
+    address: str  # the test host's address
+    gateway: str  # this machine's end of the link: one of the host's own addresses
+
+    def popen(self, argv: list[str], **kwargs: object) -> subprocess.Popen:
+        """Run a command on the test host."""
+        return subprocess.Popen(["ip", "netns", "exec", self.namespace, *argv], **kwargs)  # type: ignore[call-overload]
+
+
+@contextlib.contextmanager
+def outside_host() -> Iterator[OutsideHost]:
+    """A test host in a network namespace made here (needs root and iproute2), removed afterwards.
+
+    Sandboxes reach it only through the egress proxy, like any outside address: the proxy refuses the
+    host's own addresses and loopback, so a server on 127.0.0.1 would be out of their reach.
+    """
+    name = f"srt-{uuid.uuid4().hex[:8]}"
+    subnet = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}"
+    host_end, ns_end = f"{name[:10]}h", f"{name[:10]}n"
+    commands = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end],
+        ["ip", "link", "set", ns_end, "netns", name],
+        ["ip", "addr", "add", f"{subnet}.1/30", "dev", host_end],
+        ["ip", "link", "set", host_end, "up"],
+        ["ip", "netns", "exec", name, "ip", "addr", "add", f"{subnet}.2/30", "dev", ns_end],
+        ["ip", "netns", "exec", name, "ip", "link", "set", ns_end, "up"],
+        ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+    ]
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        yield OutsideHost(namespace=name, address=f"{subnet}.2", gateway=f"{subnet}.1")
+    finally:
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def wait_for_port(host: str, port: int, timeout: float, what: str) -> None:
+    def reachable() -> bool:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    wait_for(reachable, timeout, what)

@@ -10,7 +10,6 @@ What a runtime learns only after it has answered (a second /response, a 413) it 
 from __future__ import annotations
 
 import base64
-import importlib.metadata
 import json
 import re
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ServiceProcess
-from support import invoke, request_id, tail, wait_for
+from support import invoke, request_id, tail, vendor, wait_for
 
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
@@ -246,18 +245,6 @@ def test_curl_shell_runtime(client):
 
 
 # -- awslambdaric and aws-lambda-powertools, unchanged ----------------------------------------------
-
-
-def vendor(destination: Path, *distributions: str) -> None:
-    """Copy installed distributions into a function's code folder, as `pip install -t` would."""
-    for name in distributions:
-        distribution = importlib.metadata.distribution(name)
-        for file in distribution.files or ():
-            if ".." in file.parts or "__pycache__" in file.parts:
-                continue
-            target = destination / file
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(distribution.locate_file(file), target)
 
 
 @pytest.fixture(scope="module")

@@ -580,3 +580,157 @@ def test_conditions_and_less_common_intrinsics(tmp_path: Path) -> None:
     assert (west.environment["PROD_IN_EAST"], west.environment["EITHER"]) == ("no", "no")
     with pytest.raises(TemplateError, match="resource Fn: MemorySize: Fn::FindInMap: Mappings has no Sizes/qa"):
         load_template(path, parameter_overrides={"Stage": "qa"})
+
+
+# -- layers -----------------------------------------------------------------------------------------
+
+LAYERED = """
+Parameters:
+  Stage: {Type: String, Default: dev}
+  ExtraLayer: {Type: String, Default: "arn:aws:lambda:us-east-1:017000801446:layer:Powertools:7"}
+Conditions:
+  IsProd: !Equals [!Ref Stage, prod]
+Globals:
+  Function:
+    Runtime: python3.12
+    Handler: app.handler
+    CodeUri: src
+    Layers: [!Ref Common]
+Resources:
+  Common:
+    Type: AWS::Serverless::LayerVersion
+    Properties: {ContentUri: layers/common, LayerName: !Sub "common-${Stage}"}
+  Plain:
+    Type: AWS::Lambda::LayerVersion
+    Properties: {Content: layers/plain}
+  OnS3:
+    Type: AWS::Serverless::LayerVersion
+    Properties: {ContentUri: {Bucket: b, Key: layer.zip}}
+  ProdOnly:
+    Type: AWS::Lambda::LayerVersion
+    Condition: IsProd
+    Properties: {Content: layers/plain}
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Layers:
+        - !Ref Plain
+        - !If [IsProd, !Ref ProdOnly, !Ref AWS::NoValue]
+        - arn:aws:lambda:us-east-1:123456789012:layer:common-dev:3
+        - !GetAtt LayerApp.Outputs.LayerArn
+  Bare:
+    Type: AWS::Serverless::Function
+    IgnoreGlobals: [Layers]
+  Cfn:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: python3.12
+      Handler: app.handler
+      Code: src
+      Layers: [!Ref OnS3, !Ref Plain, !Ref ExtraLayer]
+"""
+
+
+S3_LAYER = "ContentUri is an S3 location; only local layer content is supported"
+
+
+def layered_template(tmp_path: Path) -> Path:
+    for name in ("common", "plain"):
+        (tmp_path / "layers" / name / "python").mkdir(parents=True)
+    return write(tmp_path, LAYERED)
+
+
+def test_layers_in_order_with_globals_refs_and_arns(tmp_path: Path) -> None:
+    template = load_template(layered_template(tmp_path))
+    common, plain = (tmp_path / "layers" / "common").resolve(), (tmp_path / "layers" / "plain").resolve()
+    # Globals' layers come first (SAM concatenates lists); an ARN naming a layer of the template (its
+    # LayerName, in our account) is that layer.
+    assert by_id(template, "Fn").layers == (common, plain, common)
+    assert by_id(template, "Bare").layers == ()
+    assert by_id(template, "Cfn").layers == (plain,)  # Globals apply to AWS::Serverless::Function only
+    assert [(layer.logical_id, layer.name, layer.content_dir) for layer in template.layers] == [
+        ("Common", "common-dev", common),
+        ("Plain", "Plain", plain),
+    ]
+    assert template.skipped == (
+        ("OnS3", S3_LAYER),
+        ("ProdOnly", "Condition IsProd is false"),
+    )
+    assert template.skipped_layers == (
+        ("Fn", "Fn::GetAtt LayerApp.Outputs.LayerArn", "it cannot be resolved locally"),
+        ("Cfn", "OnS3", f"layer OnS3 is not loaded: {S3_LAYER}"),
+        ("Cfn", "arn:aws:lambda:us-east-1:017000801446:layer:Powertools:7", "it is not a layer of this template"),
+    )
+
+
+def test_a_condition_can_bring_a_layer_in(tmp_path: Path) -> None:
+    template = load_template(layered_template(tmp_path), parameter_overrides={"Stage": "prod"})
+    plain = (tmp_path / "layers" / "plain").resolve()
+    # The ARN names common-dev, but the layer is now common-prod: left out.
+    assert by_id(template, "Fn").layers == ((tmp_path / "layers" / "common").resolve(), plain, plain)
+    assert ("Fn", "arn:aws:lambda:us-east-1:123456789012:layer:common-dev:3", "it is not a layer of this template") in (
+        template.skipped_layers
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            one_function(BASE + "Layers: !Ref Other", extra="  Other:\n    Type: AWS::SQS::Queue\n"),
+            "resource Fn: Layers must be a list",
+        ),
+        (
+            one_function(BASE + "Layers: [!Ref Other]", extra="  Other:\n    Type: AWS::SQS::Queue\n"),
+            "resource Fn: Layers: Ref Other is a AWS::SQS::Queue, not a layer version",
+        ),
+        (one_function(BASE + "Layers: [just-a-name]"), "resource Fn: Layers: expected a layer version ARN"),
+        (one_function(BASE + "Layers: [!Ref Nowhere]"), "resource Fn: Layers: Ref to Nowhere, which is neither"),
+        (
+            one_function(BASE + "Layers: [" + ", ".join(["arn:aws:lambda:us-east-1:123456789012:layer:x:1"] * 6) + "]"),
+            "resource Fn: Layers: a function can use at most 5 layers, got 6",
+        ),
+        (
+            one_function(
+                "PackageType: Image\nImageUri: app:1\nLayers: [arn:aws:lambda:us-east-1:123456789012:layer:x:1]"
+            ),
+            "resource Fn: Layers are not supported for PackageType Image functions",
+        ),
+        (
+            one_function(BASE, extra="  L:\n    Type: AWS::Serverless::LayerVersion\n    Properties: {}\n"),
+            "resource L: ContentUri is required",
+        ),
+        (
+            one_function(
+                BASE, extra="  L:\n    Type: AWS::Lambda::LayerVersion\n    Properties: {Content: missing/}\n"
+            ),
+            "resource L: layer path 'missing/' does not exist",
+        ),
+        (
+            one_function(
+                BASE, extra="  L:\n    Type: AWS::Lambda::LayerVersion\n    Properties: {Content: template.yaml}\n"
+            ),
+            "resource L: layer path 'template.yaml' is not a directory",
+        ),
+    ],
+)
+def test_invalid_layers(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(TemplateError) as caught:
+        load_template(path)
+    assert str(caught.value).startswith(f"{path}: {message}"), str(caught.value)
+
+
+def test_sam_init_hello_world_template() -> None:
+    """The Python "Hello World Example" in the shape `sam init` makes it (tests/fixtures/sam-hello-world)."""
+    path = Path(__file__).parent / "fixtures" / "sam-hello-world" / "template.yaml"
+    template = load_template(path)
+    [hello] = template.functions
+    assert (hello.name, hello.handler, hello.runtime) == ("HelloWorldFunction", "app.lambda_handler", "python3.12")
+    assert hello.code_dir == (path.parent / "hello_world").resolve()
+    assert (hello.timeout, hello.memory_size, hello.architectures, hello.log_format) == (3, 128, ("x86_64",), "JSON")
+    assert hello.layers == ()
+    assert template.skipped == (
+        ("ApplicationResourceGroup", "AWS::ResourceGroups::Group is not supported"),
+        ("ApplicationInsightsMonitoring", "AWS::ApplicationInsights::Application is not supported"),
+    )

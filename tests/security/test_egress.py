@@ -8,19 +8,18 @@ The outside is a host of our own: a network namespace made here with a veth pair
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from harness import assert_unharmed, call, module_service
+from support import outside_host, wait_for_port
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2 for a test host"
@@ -38,47 +37,25 @@ class Outside:
 
 @pytest.fixture(scope="module")
 def outside() -> Iterator[Outside]:
-    name = f"srt-{uuid.uuid4().hex[:8]}"
-    subnet = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}"
-    host_end, ns_end = f"{name[:10]}h", f"{name[:10]}n"
     folder = tempfile.mkdtemp()
     with open(os.path.join(folder, "egress-target.txt"), "w") as target:
         target.write("reached the outside")
-    commands = [
-        ["ip", "netns", "add", name],
-        ["ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end],
-        ["ip", "link", "set", ns_end, "netns", name],
-        ["ip", "addr", "add", f"{subnet}.1/30", "dev", host_end],
-        ["ip", "link", "set", host_end, "up"],
-        ["ip", "netns", "exec", name, "ip", "addr", "add", f"{subnet}.2/30", "dev", ns_end],
-        ["ip", "netns", "exec", name, "ip", "link", "set", ns_end, "up"],
-    ]
-    server = None
+    port = 8080
     try:
-        for command in commands:
-            subprocess.run(command, check=True, capture_output=True)
-        port = 8080
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", name, sys.executable, "-m", "http.server", str(port), "--bind", f"{subnet}.2"],
-            cwd=folder,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
+        with outside_host() as host:
+            server = host.popen(
+                [sys.executable, "-m", "http.server", str(port), "--bind", host.address],
+                cwd=folder,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
-                socket.create_connection((f"{subnet}.2", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the test host never served"
-                time.sleep(0.05)
-        yield Outside(f"{subnet}.2", f"{subnet}.1", port)
+                wait_for_port(host.address, port, 10, "the test host serving")
+                yield Outside(host.address, host.gateway, port)
+            finally:
+                server.kill()
+                server.wait()
     finally:
-        if server is not None:
-            server.kill()
-            server.wait()
-        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
 
 
