@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import enum
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +31,18 @@ from typing import Any, Protocol
 
 from sandbox import Backend, Sandbox, SandboxSpec
 
+from .apierror import RuntimeAPIError
+from .extensions import (
+    INTERNAL_SHUTDOWN_MS,
+    INVOKE,
+    MAX_EXTENSIONS,
+    RUNTIME_SHUTDOWN_MS,
+    SHUTDOWN,
+    SHUTDOWN_BUDGET_MS,
+    Extension,
+    Extensions,
+    extension_error,
+)
 from .functions import FunctionSpec
 from .invocation import (
     Invocation,
@@ -44,6 +58,7 @@ from .invocation import (
 )
 from .logs import get_logger
 from .output import FunctionOutput, LogSink
+from .telemetry import Telemetry, parse_subscription
 
 log = get_logger("environment")
 
@@ -59,14 +74,6 @@ class State(enum.Enum):
     BUSY = "busy"
     STOPPED = "stopped"
     FAILED = "failed"
-
-
-class RuntimeAPIError(Exception):
-    """An answer of the Runtime API other than success (rendered by `runtime`)."""
-
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error_type, self.message = status, error_type, message
 
 
 def _invalid_request_id() -> RuntimeAPIError:
@@ -99,6 +106,8 @@ class Environment:
         log_sink: LogSink,
         init_limit: float,
         log_limit: int = 1024 * 1024,
+        extensions: tuple[str, ...] = (),
+        extensions_enabled: bool = True,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.function = function
@@ -131,16 +140,37 @@ class Environment:
         self._output = FunctionOutput(function, log_sink, log_limit, self._running)
         self._stop_requested = False
         self._spawned_at = 0.0
+        # Extensions (`extensions` are the external ones the launcher starts) and the Telemetry API.
+        self.extensions = Extensions(extensions, enabled=extensions_enabled)
+        self.telemetry = Telemetry(function.name)
+        self._extension_output: FunctionOutput | None = None
+        if extensions:
+            self._extension_output = FunctionOutput(function, log_sink, log_limit, self._running)
+            self._extension_output.telemetry = self._extension_line
+            self._output.telemetry = self._function_line  # the init's output, for subscribers to come
+        self._runtime_ready = False  # the runtime called its first /next
+        self._owed: set[Extension] = set()  # extensions given the current INVOKE that have not called next since
+        self._report: tuple[Invocation, float | None, str | None] | None = None  # REPORT waiting for them
+        self._fatal: str | None = None  # an extension's exit error: what a running invocation fails with
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._shutting_down = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._spawned_at = time.perf_counter()
+        self.telemetry.emit("platform", "platform.initStart", self._init_record(), at=time.time())
         self._sandbox = await self._backend.start(self._spec)
         self._loop.create_task(self._watch_exit())  # from here on, cleanup belongs to _watch_exit
         if self._stop_requested:
             self._sandbox.kill()  # stopped while the sandbox was being made (e.g. at shutdown)
         self._output.attach(self._sandbox.output_fd, self._loop)
+        self.telemetry.connect = self._sandbox.connect
+        if self._extension_output is not None and self._sandbox.extension_output_fd is not None:
+            self._extension_output.attach(self._sandbox.extension_output_fd, self._loop)
+        if len(self.extensions.launched) > MAX_EXTENSIONS:
+            message = f"Extension limit ({MAX_EXTENSIONS}) reached: /opt/extensions has {len(self.extensions.launched)}"
+            self._fail_init("Extension.TooManyExtensions", message)
         limit = self._init_limit
         if self._cold is not None and self._cold.suppressed_init:
             limit = self.function.timeout  # the second init runs inside the invocation, under its timeout
@@ -153,11 +183,40 @@ class Environment:
             log.error("environment.runtime_api_failed", function=self.function.name, error=str(exc))
             self.stop()
 
-    def stop(self) -> None:
-        """Kill the sandbox; `_watch_exit` finishes the bookkeeping once it is gone."""
+    def stop(self, reason: str = "spindown") -> None:
+        """End the environment; `_watch_exit` finishes the bookkeeping once the sandbox is gone. Without
+        extensions the sandbox is killed at once; with some, the runtime gets SIGTERM and the
+        extensions their SHUTDOWN event first, within Lambda's budget (`_shut_down`)."""
         self._stop_requested = True
-        if self._sandbox is not None:
-            self._sandbox.kill()
+        if self._sandbox is None or self._exited.done():
+            return  # `start` kills it once it exists
+        if not self.extensions or self._shutting_down:
+            if not self._shutting_down:
+                self._sandbox.kill()
+            return
+        self._shutting_down = True
+        self._loop.create_task(self._shut_down(reason))
+
+    async def _shut_down(self, reason: str) -> None:
+        assert self._sandbox is not None
+        external = any(ext.external for ext in self.extensions.by_id.values())
+        budget = (SHUTDOWN_BUDGET_MS if external else INTERNAL_SHUTDOWN_MS) / 1000
+        deadline_ms = int(time.time() * 1000 + budget * 1000)
+        ends = self._loop.time() + budget
+        self.telemetry.flush()
+        self._sandbox.terminate_command()  # the launcher passes it on to the runtime
+        if external:
+            await self._until_exit(RUNTIME_SHUTDOWN_MS / 1000)  # the runtime's part of the budget
+            event = {"eventType": SHUTDOWN, "deadlineMs": deadline_ms, "shutdownReason": reason}
+            for extension in self.extensions.by_id.values():
+                if SHUTDOWN in extension.events and extension.state not in ("InitError", "ExitError"):
+                    self.extensions.deliver(extension, dict(event))
+        await self._until_exit(max(0.0, ends - self._loop.time()))
+        self._sandbox.kill()
+
+    async def _until_exit(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._exited), seconds)
 
     @property
     def alive(self) -> bool:
@@ -191,19 +250,17 @@ class Environment:
             return self._current  # /next again while running re-renders the same event, as RIE does
         if self._current is not None:
             self._current = None  # the pool was told at the answer; a new invocation may be waiting
-            if self._pending is None:
+            if self._pending is None and not self._owed:
                 self.state = State.READY
-        if self.init_duration_ms is None:
-            self.init_duration_ms = (time.perf_counter() - self._spawned_at) * 1000
-            if self._init_timer is not None:
-                self._init_timer.cancel()
-            if self._pending is None:
-                self.state = State.READY
-                self._available()
-        while self._pending is None:
+        if not self._runtime_ready:
+            self._runtime_ready = True
+            record = {"initializationType": "on-demand", "phase": "init", "status": "success"}
+            self.telemetry.emit("platform", "platform.initRuntimeDone", record)
+            self._check_init()
+        while self._pending is None or self.init_duration_ms is None:
             self._wakeup.clear()
             await self._wakeup.wait()
-            if not self.alive:
+            if not self.alive or self._init_error is not None:
                 raise _invalid_transition("Stopped", "Ready")
         invocation, self._pending = self._pending, None
         self._current, self._answered = invocation, False
@@ -211,7 +268,169 @@ class Environment:
         invocation.deadline_ms = int(time.time() * 1000) + self.function.timeout * 1000
         self._begin(invocation)
         self._timer = self._loop.call_later(self.function.timeout, self._on_timeout, invocation)
+        if self.extensions:
+            self._invoke_extensions(invocation)
         return invocation
+
+    def _check_init(self) -> None:
+        """Init ends when the runtime and every extension have called next (external extensions the
+        launcher started must have registered first); until then registration stays open."""
+        if self.init_duration_ms is not None or self._init_error is not None or not self._runtime_ready:
+            return
+        if not self.extensions.all_external_registered or not self.extensions.ready:
+            return
+        self.init_duration_ms = (time.perf_counter() - self._spawned_at) * 1000
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+        self.extensions.open = False
+        for extension in self.extensions.by_id.values():
+            record = {"name": extension.name, "state": "Ready", "events": sorted(extension.events)}
+            self.telemetry.emit("platform", "platform.extension", record)
+        report = {**self._init_phase("success"), "metrics": {"durationMs": round(self.init_duration_ms, 3)}}
+        self.telemetry.emit("platform", "platform.initReport", report)
+        self.telemetry.end_backlog()
+        self._route_output()
+        if self._pending is None:
+            self.state = State.READY
+            self._available()
+        self._wakeup.set()  # a runtime waiting in /next for its cold invocation
+
+    def _fail_init(self, error_type: str, message: str) -> None:
+        """The init fails for a reason of the platform's (an extension's): like /init/error."""
+        if self.init_duration_ms is not None or self._init_error is not None:
+            return
+        self._init_error = (error_type, platform_error(error_type, message))
+        self.state = State.FAILED
+        record = {**self._init_phase("error"), "errorType": error_type}
+        self.telemetry.emit("platform", "platform.initRuntimeDone", record)
+        self._wakeup.set()
+        self._loop.call_soon(self.stop)
+
+    def _init_record(self) -> dict[str, Any]:
+        return {
+            **self._init_phase(None),
+            "functionName": self.function.name,
+            "functionVersion": self.function.version,
+            "instanceMaxMemory": self.function.memory_size * 1024 * 1024,
+            "runtimeVersion": self.function.runtime,
+        }
+
+    @staticmethod
+    def _init_phase(status: str | None) -> dict[str, Any]:
+        record: dict[str, Any] = {"initializationType": "on-demand", "phase": "init"}
+        if status is not None:
+            record["status"] = status
+        return record
+
+    # -- Extensions API -------------------------------------------------------------------------
+
+    def _invoke_extensions(self, invocation: Invocation) -> None:
+        event = {
+            "eventType": INVOKE,
+            "deadlineMs": invocation.deadline_ms,
+            "requestId": invocation.request_id,
+            "invokedFunctionArn": invocation.invoked_arn,
+            "tracing": {"type": "X-Amzn-Trace-Id", "value": invocation.trace_id},
+        }
+        for extension in self.extensions.subscribed(INVOKE):
+            self._owed.add(extension)
+            self.extensions.deliver(extension, dict(event))
+
+    def register_extension(self, name: str, body: bytes, accept_feature: str | None) -> tuple[str, bytes]:
+        """POST /extension/register: the new extension's identifier and the answer's body."""
+        self._require_extensions()
+        extension = self.extensions.register(name, body)
+        answer: dict[str, Any] = {
+            "functionName": self.function.name,
+            "functionVersion": self.function.version,
+            "handler": self._spec.env.get("_HANDLER", ""),
+        }
+        if accept_feature and "accountId" in [part.strip() for part in accept_feature.split(",")]:
+            answer["accountId"] = self.function.arn.split(":")[4]
+        return extension.id, json.dumps(answer).encode()
+
+    async def extension_next(self, identifier: str | None) -> dict[str, Any]:
+        """GET /extension/event/next: the extension is done with its last event; wait for its next one."""
+        self._require_extensions()
+        extension = self.extensions.identify(identifier)
+        was = extension.state
+        event = self.extensions.take(extension)
+        if was == "Registered":
+            self._check_init()
+        elif was == "Running" and extension in self._owed:
+            self._owed.discard(extension)
+            if not self._owed:
+                self._invoke_phase_ended()
+        if isinstance(event, asyncio.Future):
+            return await event
+        return event
+
+    def extension_error(self, identifier: str | None, error_type: str | None, *, init: bool) -> None:
+        """POST /extension/init/error or /extension/exit/error."""
+        self._require_extensions()
+        extension = self.extensions.identify(identifier, error_type_header=error_type)
+        wanted = "InitError" if init else "ExitError"
+        if extension.state in ("InitError", "ExitError") or (init and self.init_duration_ms is not None):
+            raise extension_error(
+                "Extension.InvalidExtensionState",
+                f"State transition from {extension.state} to {wanted} failed for extension {extension.id}. "
+                "Error: State transition is not allowed",
+            )
+        extension.state = wanted
+        self._owed.discard(extension)
+        fatal = f"Extension.{wanted}"
+        if self.init_duration_ms is None:
+            self._fail_init(fatal, f"Extension {extension.name} reported {fatal} ({error_type})")
+        elif self._fatal is None:
+            self._fatal = fatal
+            self._loop.call_soon(self.stop, "failure")
+
+    def subscribe_telemetry(self, identifier: str | None, body: bytes) -> None:
+        """PUT /2022-07-01/telemetry."""
+        self._require_extensions()
+        extension = self.extensions.identify(identifier)
+        if not self.extensions.open:
+            raise extension_error("Telemetry.SubscriptionClosed", "Telemetry API subscription is closed already")
+        self.telemetry.subscribe(parse_subscription(extension.name, body))
+        self._route_output()
+
+    def _require_extensions(self) -> None:
+        if not self.extensions.enabled:
+            raise RuntimeAPIError(404, "NotFound", "404 page not found")
+
+    def _route_output(self) -> None:
+        """Function output goes to the Telemetry API only while somebody may want it."""
+        self._output.telemetry = self._function_line if self.telemetry.wants("function") else None
+
+    def _function_line(self, line: str) -> None:
+        record: Any = line
+        if self.function.log_format == "JSON" and line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+        self.telemetry.emit("function", "function", record)
+
+    def _extension_line(self, line: str) -> None:
+        self.telemetry.emit("extension", "extension", line)
+
+    def _invoke_phase_ended(self) -> None:
+        """The runtime has answered and every extension given the INVOKE has called next again."""
+        if not self._answered or self._report is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._write_report()
+        if self._current is None and self._pending is None and self.alive:
+            self.state = State.READY  # the runtime already waits in /next
+        self._available()
+
+    def _on_invoke_phase_timeout(self, invocation: Invocation) -> None:
+        """Extensions still busy with an answered invocation at its deadline: the environment is reset."""
+        if self._report is None or self._report[0] is not invocation:
+            return
+        self._owed.clear()
+        self._write_report("timeout")
+        self.stop("timeout")
 
     def open_response(self, request_id: str, mode: str | None, declared_size: int | None = None) -> ResponseSink:
         """A /response began (its headers are in): where its body goes as it arrives. `mode` is its
@@ -237,6 +456,8 @@ class Environment:
             raise _invalid_transition("Ready" if self.init_duration_ms is not None else "InitError", "InitError")
         self._init_error = (sanitize_error_type(error_type), _error_body(body, content_type))
         self.state = State.FAILED
+        record = {**self._init_phase("error"), "errorType": self._init_error[0]}
+        self.telemetry.emit("platform", "platform.initRuntimeDone", record)
         # The runtime should exit now; make sure it does, once this 202 is on its way.
         self._loop.call_soon(self.stop)
 
@@ -279,19 +500,27 @@ class Environment:
     def _available(self) -> None:
         """Tell the pool this environment can take an invocation: right after it answered (its
         runtime is about to poll /next again) or when its first init completes."""
+        if self._owed or self._stop_requested:
+            return  # the last extension's next (or nothing, for an environment that ends) calls again
         self.idle_since = time.monotonic()
         self._hooks.on_ready(self)
 
     def _begin(self, invocation: Invocation) -> None:
         self._output.end_phase(None)  # what the init phase (or the time since the last answer) dropped
+        if self._extension_output is not None:
+            self._extension_output.end_phase(None)
         self._started_at = time.perf_counter()
         invocation.started.set()
         if invocation is self._cold:
-            for line in self._output.init_log.tail().splitlines(keepends=True):
-                invocation.log.append(line)
+            for output in (self._output, self._extension_output):
+                for line in output.init_log.tail().splitlines(keepends=True) if output is not None else ():
+                    invocation.log.append(line)
         self._output.platform_line(
             invocation, f"START RequestId: {invocation.request_id} Version: {invocation.version}"
         )
+        if self.telemetry.wants("platform"):
+            record = {"requestId": invocation.request_id, "version": invocation.version}
+            self.telemetry.emit("platform", "platform.start", {**record, "tracing": _tracing(invocation)})
 
     def _finish(self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = "") -> None:
         if self._timer is not None:
@@ -302,19 +531,27 @@ class Environment:
         duration_ms = (time.perf_counter() - self._started_at) * 1000
         if note:
             self._output.platform_line(invocation, note)
-        peak = self._sandbox.memory_peak_bytes() if self._sandbox is not None else None
         init_ms = self.init_duration_ms if invocation is self._cold else None
         self._output.platform_line(invocation, f"END RequestId: {invocation.request_id}")
-        self._output.platform_line(
-            invocation,
-            report_line(
-                invocation.request_id,
-                duration_ms,
-                self.function.memory_size,
-                None if peak is None else -(-peak // (1024 * 1024)),
-                init_ms,
-            ),
-        )
+        if self.telemetry.wants("platform"):
+            record = {
+                "requestId": invocation.request_id,
+                "status": _status(error_type),
+                "metrics": {"durationMs": round(duration_ms, 3), "producedBytes": len(payload)},
+                "tracing": _tracing(invocation),
+            }
+            if error_type:
+                record["errorType"] = error_type
+            self.telemetry.emit("platform", "platform.runtimeDone", record)
+        self._report = (invocation, init_ms, error_type)
+        if self._owed and invocation is self._current and error_type != "Sandbox.Timedout" and self.alive:
+            # Extensions still work on this invocation: the caller gets its answer now; REPORT (and the
+            # environment's next invocation) wait for them, within the invocation's deadline.
+            remaining = max(0.0, invocation.deadline_ms / 1000 - time.time())
+            self._timer = self._loop.call_later(remaining, self._on_invoke_phase_timeout, invocation)
+        else:
+            self._owed.clear()
+            self._write_report(duration_ms=duration_ms)
         self.invocations += 1
         if invocation.stream is not None:
             invocation.stream.close()
@@ -329,25 +566,63 @@ class Environment:
             )
         )
 
+    def _write_report(self, status: str | None = None, *, duration_ms: float | None = None) -> None:
+        """REPORT for the invocation that just ended: its duration runs until the runtime answered and
+        every extension that got its INVOKE called next again (Lambda bills that time)."""
+        if self._report is None:
+            return
+        invocation, init_ms, error_type = self._report
+        self._report = None
+        if duration_ms is None:
+            duration_ms = (time.perf_counter() - self._started_at) * 1000
+        peak = self._sandbox.memory_peak_bytes() if self._sandbox is not None else None
+        peak_mb = None if peak is None else -(-peak // (1024 * 1024))
+        line = report_line(invocation.request_id, duration_ms, self.function.memory_size, peak_mb, init_ms)
+        self._output.platform_line(invocation, line)
+        if self.telemetry.wants("platform"):
+            metrics: dict[str, Any] = {
+                "durationMs": round(duration_ms, 3),
+                "billedDurationMs": math.ceil(duration_ms + (init_ms or 0.0)),
+                "memorySizeMB": self.function.memory_size,
+                "maxMemoryUsedMB": peak_mb or 0,
+            }
+            if init_ms is not None:
+                metrics["initDurationMs"] = round(init_ms, 3)
+            record: dict[str, Any] = {
+                "requestId": invocation.request_id,
+                "status": status or _status(error_type),
+                "metrics": metrics,
+                "tracing": _tracing(invocation),
+            }
+            if error_type:
+                record["errorType"] = error_type
+            self.telemetry.emit("platform", "platform.report", record)
+
     def _on_timeout(self, invocation: Invocation) -> None:
         if invocation is not self._current or self._answered:
             return
         timeout = self.function.timeout
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         note = f"{now} {invocation.request_id} Task timed out after {timeout:.2f} seconds"
+        self._owed.clear()
         self._settle(invocation, timeout_error(invocation.request_id, timeout), "Sandbox.Timedout", note=note)
-        self.stop()
+        self.stop("timeout")
 
     def _on_init_timeout(self) -> None:
         if self.init_duration_ms is None and self.alive:
             self._init_timed_out = True
-            self.stop()
+            self.stop("timeout")
 
     async def _watch_exit(self) -> None:
         assert self._sandbox is not None
         status = await self._sandbox.wait()
         self.exit_status = status
         self._output.detach()
+        if self._extension_output is not None:
+            self._extension_output.detach()
+        self._exited.set_result(status)
+        self.extensions.close()
+        self.telemetry.close()
         for timer in (self._timer, self._init_timer):
             if timer is not None:
                 timer.cancel()
@@ -357,8 +632,10 @@ class Environment:
         initialised = self.init_duration_ms is not None
         self.state = State.STOPPED if initialised and self._init_error is None else State.FAILED
         current, self._current = self._current, None
+        self._owed.clear()
         if current is not None and not self._answered:
             self._settle(current, *self._exit_error(current, status))
+        self._write_report()  # an answered invocation whose extensions were still at work
         undelivered, self._pending = self._pending, None
         if undelivered is not None:
             undelivered = self._settle_undelivered(undelivered, status, initialised)
@@ -369,6 +646,10 @@ class Environment:
         """What a runtime's death means to the invocation it was running: OOM, or just an exit."""
         if self._sandbox is not None and self._sandbox.oom_killed():
             return out_of_memory_error(invocation.request_id), "Runtime.OutOfMemory"
+        if self._fatal is not None:
+            return platform_error(
+                self._fatal, f"RequestId: {invocation.request_id} Error: an extension reported {self._fatal}"
+            ), self._fatal
         return exit_error(invocation.request_id, status), "Runtime.ExitError"
 
     def _settle_undelivered(self, invocation: Invocation, status: int, initialised: bool) -> Invocation | None:
@@ -465,6 +746,19 @@ class ResponseSink:
             return self.invocation.stream.write(data)
         self._kept.append(data)
         return True
+
+
+def _tracing(invocation: Invocation) -> dict[str, str]:
+    return {"type": "X-Amzn-Trace-Id", "value": invocation.trace_id}
+
+
+def _status(error_type: str | None) -> str:
+    """A Telemetry API status: success, timeout, failure (the platform's) or error (the function's)."""
+    if not error_type:
+        return "success"
+    if error_type == "Sandbox.Timedout":
+        return "timeout"
+    return "failure" if error_type.startswith("Sandbox.") else "error"
 
 
 def _trailer_error_body(error_type: str, encoded: str | None) -> bytes:

@@ -1,9 +1,11 @@
-"""A sandbox's output as its environment sees it: its runtime's merged stdout and stderr.
+"""A sandbox's output as its environment sees it: its runtime's merged stdout and stderr (a second
+instance reads its external extensions' output, when it has some).
 
 Output goes, line by line, to the invocation that is running (its log tail, for LogType=Tail) and to
 the log sink (the service log, or stderr for a one-shot invoke), each phase (init, each invocation)
 within a byte budget. Past the budget it is only counted and kept in the tail, unsplit, so a flood
-costs neither memory nor log volume; the drop is reported when the phase ends.
+costs neither memory nor log volume; the drop is reported when the phase ends. While an extension
+subscribes to the Telemetry API, each logged line also goes to it (`telemetry`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class FunctionOutput:
         self._sink_failed = False
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Each logged line also goes here while set (the Telemetry API's function or extension events).
+        self.telemetry: Callable[[str], None] | None = None
 
     def attach(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
         self._fd, self._loop = fd, loop
@@ -131,4 +135,7 @@ class FunctionOutput:
 
     def _emit(self, invocation: Invocation | None, line: bytes) -> None:
         (invocation.log if invocation is not None else self.init_log).append(line + b"\n")
-        self.log(invocation.request_id if invocation else None, line.decode(errors="replace"))
+        text = line.decode(errors="replace")
+        self.log(invocation.request_id if invocation else None, text)
+        if self.telemetry is not None:
+            self.telemetry(text)

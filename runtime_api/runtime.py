@@ -1,4 +1,6 @@
-"""The Lambda Runtime API (2018-06-01), served to each environment on its own listener.
+"""The Lambda Runtime API (2018-06-01), served to each environment on its own listener, with the
+Extensions API (2020-01-01), the Telemetry API (2022-07-01) and the Logs API (2020-08-15, a stub as in
+RIE) on the same listener.
 
 Each environment's listening socket lives inside that sandbox's network namespace, so a connection
 can only come from that sandbox: a connection here serves one environment and nothing else of the
@@ -15,18 +17,24 @@ writes it. A slow caller pauses reading from the runtime.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httptools
 import orjson
 
-from .environment import Environment, ResponseSink, RuntimeAPIError
+from .apierror import RuntimeAPIError
+from .environment import Environment, ResponseSink
 from .invocation import Invocation
 
 _INVOCATION = "/2018-06-01/runtime/invocation/"
 _NEXT = "/2018-06-01/runtime/invocation/next"
 _INIT_ERROR = "/2018-06-01/runtime/init/error"
 _PING = "/2018-06-01/ping"
+_EXTENSION = "/2020-01-01/extension/"
+_TELEMETRY = ("/2022-07-01/telemetry", "/2022-07-01/telemetry/")
+_LOGS = ("/2020-08-15/logs", "/2020-08-15/logs/")
+_LOGS_STUB = b'{"errorMessage":"Logs API is not supported","errorType":"Logs.NotSupported"}\n'
 _MAX_ERROR_BYTES = 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_TRAILER_BYTES = 2 * _MAX_ERROR_BYTES  # a streamed response's error trailers: its error document in base64
@@ -265,6 +273,17 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             if path == _PING:
                 _require(method, "GET")
                 return _render(200, b"pong", b"text/plain; charset=utf-8")
+            if path.startswith(_EXTENSION):
+                return await self._extension(request, path[len(_EXTENSION) :])
+            if path in _TELEMETRY:
+                _require(method, "PUT")
+                self.env.subscribe_telemetry(request.headers.get("lambda-extension-identifier"), b"".join(request.body))
+                return _render(200, b'"OK"')
+            if path in _LOGS:
+                _require(method, "PUT")
+                if not self.env.extensions.enabled:
+                    raise _not_found()
+                return _render(202, _LOGS_STUB)  # as RIE: the Logs API is superseded by the Telemetry API
             raise _not_found()
         except RuntimeAPIError as exc:
             if exc.status == 404:
@@ -272,6 +291,29 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             if exc.status == 405:
                 return _render(405, b"", b"text/plain; charset=utf-8")
             return _render(exc.status, orjson.dumps({"errorMessage": exc.message, "errorType": exc.error_type}) + b"\n")
+
+    async def _extension(self, request: _Request, action: str) -> bytes:
+        headers, method = request.headers, request.method
+        identifier = headers.get("lambda-extension-identifier")
+        if action == "register":
+            _require(method, "POST")
+            new_id, body = self.env.register_extension(
+                headers.get("lambda-extension-name", ""),
+                b"".join(request.body),
+                headers.get("lambda-extension-accept-feature"),
+            )
+            return _render(200, body, extra=f"Lambda-Extension-Identifier: {new_id}\r\n")
+        if action == "event/next":
+            _require(method, "GET")
+            event = await self.env.extension_next(identifier)
+            return _render(200, orjson.dumps(event), extra=f"Lambda-Extension-Event-Identifier: {uuid.uuid4()}\r\n")
+        if action in ("init/error", "exit/error"):
+            _require(method, "POST")
+            self.env.extension_error(
+                identifier, headers.get("lambda-extension-function-error-type"), init=action == "init/error"
+            )
+            return _render(202, _ACCEPTED)
+        raise _not_found()
 
     def _render_invocation(self, invocation: Invocation) -> bytes:
         payload = invocation.payload
@@ -300,9 +342,9 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-def _render(status: int, body: bytes, content_type: bytes = b"application/json") -> bytes:
+def _render(status: int, body: bytes, content_type: bytes = b"application/json", *, extra: str = "") -> bytes:
     return (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\nContent-Type: ".encode()
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n{extra}Content-Type: ".encode("latin-1")
         + content_type
         + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body

@@ -23,6 +23,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,8 +32,15 @@ from pathlib import Path
 from . import seccomp
 from .cgroups import Cgroups, Limits, SandboxCgroup
 from .egress import PROXY_HOST, PROXY_PORT
-from .netns import listen_in_netns
-from .spec import RUNTIME_API_HOST, RUNTIME_API_PORT, BackendStatus, SandboxError, SandboxSpec
+from .netns import connect_in_netns, listen_in_netns
+from .spec import (
+    EXTENSION_OUTPUT_PATH,
+    RUNTIME_API_HOST,
+    RUNTIME_API_PORT,
+    BackendStatus,
+    SandboxError,
+    SandboxSpec,
+)
 from .uids import UidPool
 
 # Lambda's own sandbox user (sbx_user1051) as seen inside; the host uid behind it differs per sandbox.
@@ -45,7 +54,8 @@ _ETC_FILES = {
         "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
     ),
     "/etc/group": f"root:x:0:\nsbx_user1051:x:{SANDBOX_GID}:\nnogroup:x:65534:\n",
-    "/etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    # sandbox.localdomain: where extensions tell the Telemetry API to deliver (their own listener).
+    "/etc/hosts": ("127.0.0.1\tlocalhost sandbox.localdomain sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
     "/etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n",
 }
 # Host files that are safe and useful to show read-only: CA certificates, time zone, the dynamic
@@ -84,6 +94,8 @@ class BwrapBackend:
         # Long-lived threads: --die-with-parent fires when the *thread* that forked bwrap exits.
         self._executor = ThreadPoolExecutor(max_workers=spawn_threads, thread_name_prefix="sandbox-spawn")
         self._root_links = list(_root_layout())
+        self._fifo_dir: Path | None = None  # extension output FIFOs, made on first use
+        self._fifo_lock = threading.Lock()
         # Orphaned sandbox init processes are re-parented to us, so we can reap them promptly.
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -112,12 +124,31 @@ class BwrapBackend:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        if self._fifo_dir is not None:
+            shutil.rmtree(self._fifo_dir, ignore_errors=True)
+
+    def _extension_fifo(self, uid: int) -> Path:
+        """A FIFO for a sandbox's extension output, owned by its uid. The folder is named like the service's
+        state folders, so a later service removes it if this one dies without cleaning up."""
+        with self._fifo_lock:
+            if self._fifo_dir is None:
+                self._fifo_dir = Path(tempfile.mkdtemp(prefix=f"sandbox-runtime-{os.getpid()}-bwrap-"))
+                self._fifo_dir.chmod(0o711)  # sandbox uids traverse it to their FIFO, never list it
+        path = self._fifo_dir / f"extensions-{next(self._serial)}"
+        os.mkfifo(path, 0o600)
+        os.chown(path, uid, uid)
+        return path
 
     def _start_blocking(self, spec: SandboxSpec) -> BwrapSandbox:
         uid = self._uid_pool.acquire()
         fds: list[int] = []
         group: SandboxCgroup | None = None
+        fifo: tuple[Path, int, int] | None = None  # extension output: path, read end, our write end
         try:
+            if spec.extension_output:
+                path = self._extension_fifo(uid)
+                reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                fifo = (path, reader, os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             if self._cgroups is not None:
                 group = self._cgroups.create(
                     f"{uid}-{next(self._serial)}",
@@ -134,7 +165,10 @@ class BwrapBackend:
                 data_fds[dest] = r
             seccomp_fd = seccomp.filter_fd()
             fds.append(seccomp_fd)
-            argv = self._argv(spec, info_fd=info_w, block_fd=block_r, seccomp_fd=seccomp_fd, data_fds=data_fds)
+            argv = self._argv(
+                spec, info_fd=info_w, block_fd=block_r, seccomp_fd=seccomp_fd, data_fds=data_fds,
+                fifo=fifo[0] if fifo else None,
+            )  # fmt: skip
             proc = subprocess.Popen(
                 argv,
                 env={},
@@ -150,6 +184,8 @@ class BwrapBackend:
         except BaseException:
             for fd in fds:
                 os.close(fd)
+            if fifo is not None:
+                _close_fifo(fifo)
             self._uid_pool.release(uid)
             if group is not None:
                 group.remove(timeout=0)
@@ -157,6 +193,9 @@ class BwrapBackend:
         for fd in (info_w, block_r, out_w, seccomp_fd, *data_fds.values()):
             _close(fds, fd)
         sandbox = BwrapSandbox(proc, uid, out_r, self._uid_pool, group, self._executor)
+        sandbox._fifo = fifo
+        if fifo is not None:
+            sandbox.extension_output_fd = fifo[1]
         try:
             info = _read_all(info_r)
             _close(fds, info_r)
@@ -176,13 +215,22 @@ class BwrapBackend:
                 os.close(fd)
             proc.wait()
             sandbox._release()
+            if fifo is not None:
+                os.close(fifo[1])  # the caller would have owned it
             raise
         _close(fds, block_w)
         os.set_blocking(out_r, False)
         return sandbox
 
     def _argv(
-        self, spec: SandboxSpec, *, info_fd: int, block_fd: int, seccomp_fd: int, data_fds: dict[str, int]
+        self,
+        spec: SandboxSpec,
+        *,
+        info_fd: int,
+        block_fd: int,
+        seccomp_fd: int,
+        data_fds: dict[str, int],
+        fifo: Path | None = None,
     ) -> list[str]:
         # rlimit backstops, set by the sandbox's first process on itself: root here may lack
         # CAP_SYS_RESOURCE to set them on the already uid-switched child, and preexec_fn is unsafe
@@ -223,6 +271,8 @@ class BwrapBackend:
         for extra in spec.extra_ro_binds:
             argv += ["--ro-bind", str(extra), str(extra)]
         argv += ["--perms", "1777", "--size", str(spec.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+        if fifo is not None:
+            argv += ["--bind", str(fifo), EXTENSION_OUTPUT_PATH]  # a FIFO: all it allows is writing to us
         argv += ["--chdir", spec.cwd, "--clearenv"]
         for key, value in spec.env.items():
             argv += ["--setenv", key, value]
@@ -250,6 +300,8 @@ class BwrapSandbox:
         self._uid = uid
         self._uid_pool = uid_pool
         self.output_fd = output_fd
+        self.extension_output_fd: int | None = None
+        self._fifo: tuple[Path, int, int] | None = None
         self.listener: socket.socket | None = None
         self.proxy_listener: socket.socket | None = None
         self.child_pid = 0
@@ -270,6 +322,24 @@ class BwrapSandbox:
         self.child_pid = child_pid
         with contextlib.suppress(ProcessLookupError):
             self._child_pidfd = os.pidfd_open(child_pid)
+
+    def connect(self, port: int, timeout: float) -> socket.socket:
+        # The pidfd of the sandbox's pid 1 names its network namespace for setns() and cannot name
+        # another process once it is gone (Linux 5.8+).
+        if self._child_pidfd is None or self._released:
+            raise ConnectionRefusedError("the sandbox has ended")
+        return connect_in_netns(self._child_pidfd, "127.0.0.1", port, timeout)
+
+    def terminate_command(self) -> None:
+        pid = self._find_command_pid()
+        if pid is None or self._released:
+            return
+        with contextlib.suppress(ProcessLookupError, OSError):
+            pidfd = os.pidfd_open(pid)
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            finally:
+                os.close(pidfd)
 
     def kill(self) -> None:
         if self._proc.returncode is not None:
@@ -313,6 +383,9 @@ class BwrapSandbox:
         if self._released:
             return
         self._released = True
+        if self._fifo is not None:
+            _close_fifo(self._fifo, reader=False)  # the read end is the caller's
+            self._fifo = None
         if self._child_pidfd is not None:
             os.close(self._child_pidfd)
             self._child_pidfd = None
@@ -365,6 +438,15 @@ def _root_layout() -> Iterator[str]:
             yield from ("--symlink", os.readlink(path), f"/{name}")
         elif path.is_dir():
             yield from ("--ro-bind", str(path), str(path))
+
+
+def _close_fifo(fifo: tuple[Path, int, int], *, reader: bool = True) -> None:
+    path, read_end, write_end = fifo
+    os.close(write_end)  # the reader sees end-of-file once every writer inside is gone too
+    if reader:
+        os.close(read_end)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def _pipe(fds: list[int]) -> tuple[int, int]:

@@ -42,8 +42,15 @@ from . import seccomp
 from .bwrap import _ETC_FILES, _ETC_RO_BINDS, _SHM_BYTES, _TOP_LEVEL_LINKS
 from .cgroups import SandboxCgroup, pid_alive
 from .egress import PROXY_HOST, PROXY_PORT
-from .netns import listen_in_netns
-from .spec import RUNTIME_API_HOST, RUNTIME_API_PORT, BackendStatus, SandboxError, SandboxSpec
+from .netns import connect_in_netns, listen_in_netns
+from .spec import (
+    EXTENSION_OUTPUT_PATH,
+    RUNTIME_API_HOST,
+    RUNTIME_API_PORT,
+    BackendStatus,
+    SandboxError,
+    SandboxSpec,
+)
 from .uids import UidPool
 
 log = logging.getLogger(__name__)
@@ -272,11 +279,16 @@ class DockerBackend:
             raise
         sandbox.holder_id = holder.container_id
         try:
+            sandbox.holder_pidfd = os.pidfd_open(holder.pid)  # names its network namespace (Telemetry API)
+            if spec.extension_output:
+                sandbox.open_extension_output(self._state_dir / f"extensions-{next(self._serial)}")
             sandbox.listener = listen_in_netns(holder.pid, RUNTIME_API_HOST, RUNTIME_API_PORT)
             if spec.allow_network:
                 sandbox.proxy_listener = listen_in_netns(holder.pid, PROXY_HOST, PROXY_PORT)
             function = api.create_container(
-                **self._function_config(api, spec, holder.uid, holder.container_id, sandbox.fifo)
+                **self._function_config(
+                    api, spec, holder.uid, holder.container_id, sandbox.fifo, sandbox.extension_fifo
+                )
             )
             sandbox.container_id = function["Id"]
             pid = _start(api, function["Id"])
@@ -342,6 +354,9 @@ class DockerBackend:
                 labels={SERVICE_LABEL: self._service_id, ROLE_LABEL: "holder"},
                 host_config=api.create_host_config(
                     network_mode="none",
+                    # Docker writes the holder's /etc/hosts, which the function container shares: where
+                    # extensions tell the Telemetry API to deliver (their own listener).
+                    extra_hosts={"sandbox.localdomain": "127.0.0.1"},
                     binds=_host_mounts(),
                     mem_limit=_HOLDER_MEMORY,
                     memswap_limit=_HOLDER_MEMORY,
@@ -388,11 +403,15 @@ class DockerBackend:
             "ipc_mode": "private",
         }
 
-    def _function_config(self, api: Any, spec: SandboxSpec, uid: int, holder_id: str, fifo: Path) -> dict[str, Any]:
+    def _function_config(
+        self, api: Any, spec: SandboxSpec, uid: int, holder_id: str, fifo: Path, extension_fifo: Path | None = None
+    ) -> dict[str, Any]:
         if not spec.command:
             raise SandboxError("the docker backend needs the command to run (an image's ENTRYPOINT + CMD)")
         memory = spec.memory_mb * 1024 * 1024
         binds = [f"{self._shell}:{_SHELL}:ro", f"{fifo}:{_OUTPUT}"]
+        if extension_fifo is not None:
+            binds.append(f"{extension_fifo}:{EXTENSION_OUTPUT_PATH}")
         if spec.image is None:
             binds += _host_mounts()
             if spec.code_dir is not None:
@@ -447,6 +466,10 @@ class DockerSandbox:
         self.container_id: str | None = None
         self.listener: socket.socket | None = None
         self.proxy_listener: socket.socket | None = None
+        self.holder_pidfd: int | None = None
+        self.extension_fifo: Path | None = None
+        self.extension_output_fd: int | None = None
+        self._extension_w = -1
         self._group: SandboxCgroup | None = None
         self._peak: int | None = None
         self._oom = False
@@ -484,6 +507,31 @@ class DockerSandbox:
         finally:
             self._loop.call_soon_threadsafe(self._set_exit, status)
 
+    def open_extension_output(self, path: Path) -> None:
+        """A second FIFO, for the output of external extensions (bound at EXTENSION_OUTPUT_PATH)."""
+        os.mkfifo(path, 0o600)
+        os.chown(path, self._uid, self._uid)
+        self.extension_fifo = path
+        self.extension_output_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._extension_w = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def connect(self, port: int, timeout: float) -> socket.socket:
+        # The holder's pidfd names the network namespace for setns() and cannot name another process.
+        if self.holder_pidfd is None or self._exit.done():
+            raise ConnectionRefusedError("the sandbox has ended")
+        return connect_in_netns(self.holder_pidfd, "127.0.0.1", port, timeout)
+
+    def terminate_command(self) -> None:
+        """SIGTERM to the function container's init, which passes it on to the command (docker-init)."""
+        if self.container_id is None or self._killed or self._exit.done():
+            return
+
+        def terminate() -> None:
+            with contextlib.suppress(Exception):
+                self._api.kill(self.container_id, "SIGTERM")
+
+        threading.Thread(target=terminate, name="docker-terminate", daemon=True).start()
+
     def _set_exit(self, status: int) -> None:
         self._close_writer()  # every writer inside is gone: the reader drains, then sees end-of-file
         if not self._exit.done():
@@ -493,12 +541,20 @@ class DockerSandbox:
         if self._output_w >= 0:
             os.close(self._output_w)
             self._output_w = -1
+        if self._extension_w >= 0:
+            os.close(self._extension_w)
+            self._extension_w = -1
+        if self.holder_pidfd is not None:
+            os.close(self.holder_pidfd)
+            self.holder_pidfd = None
 
     def abandon(self) -> None:
         """A start that failed: remove what exists and close everything the caller would have owned."""
         self._remove()
         self._close_writer()
         os.close(self.output_fd)
+        if self.extension_output_fd is not None:
+            os.close(self.extension_output_fd)
         for sock in (self.listener, self.proxy_listener):
             if sock is not None:
                 sock.close()
@@ -509,8 +565,10 @@ class DockerSandbox:
             if container is not None:
                 with contextlib.suppress(Exception):
                     self._api.remove_container(container, force=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.fifo.unlink()
+        for path in (self.fifo, self.extension_fifo):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         if self._uid >= 0:
             self._uid_pool.release(self._uid)
             self._uid = -1

@@ -1,4 +1,5 @@
-"""A listening socket made inside another process's network namespace.
+"""Sockets made inside another process's network namespace: a listener (the Runtime API) and a client
+connection (Telemetry API deliveries).
 
 The sandbox has its own network namespace with only `lo`. The service (root) enters that namespace
 from one thread, binds 127.0.0.1:9001 there and comes back: the sandbox's unmodified runtime
@@ -58,3 +59,31 @@ def listen_in_netns(pid: int, host: str, port: int, backlog: int = 64) -> socket
         return sock
     finally:
         os.close(own)
+
+
+def connect_in_netns(netns_fd: int, host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to host:port inside the network namespace `netns_fd` names (a namespace descriptor,
+    or the pidfd of a process in it: one that cannot name another process once that one is gone), e.g. a
+    Telemetry API subscriber's HTTP server at 127.0.0.1:<port> in a sandbox. Call from a worker thread:
+    only the socket is made inside (a socket stays in the namespace it was made in); the thread
+    switches back before connecting. The socket is returned connected and non-blocking."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(netns_fd)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        finally:
+            try:
+                _setns(own)
+            except OSError:  # pragma: no cover - would need a kernel bug
+                os.abort()
+    finally:
+        os.close(own)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

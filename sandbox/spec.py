@@ -10,6 +10,9 @@ from typing import Protocol
 # Where the Runtime API appears inside every sandbox (AWS_LAMBDA_RUNTIME_API).
 RUNTIME_API_HOST = "127.0.0.1"
 RUNTIME_API_PORT = 9001
+# Where a sandbox with `extension_output` finds the write end of its second output channel: the launcher
+# of external extensions sends their stdout and stderr there, apart from the runtime's.
+EXTENSION_OUTPUT_PATH = "/var/sandbox-runtime/extensions"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class SandboxSpec:
     image: str | None = None  # Docker only: run this image (PackageType Image) instead of the host's /usr
     hostname: str = "sandbox"
     label: str = ""  # for logs only
+    extension_output: bool = False  # a FIFO at EXTENSION_OUTPUT_PATH, read through `extension_output_fd`
 
 
 class Sandbox(Protocol):
@@ -54,7 +58,18 @@ class Sandbox(Protocol):
         for the egress proxy."""
 
     @property
+    def extension_output_fd(self) -> int | None:
+        """With `extension_output`: the non-blocking read end of EXTENSION_OUTPUT_PATH; the caller closes it."""
+
+    @property
     def uid(self) -> int: ...
+
+    def connect(self, port: int, timeout: float):  # socket.socket
+        """A TCP connection to 127.0.0.1:port inside the sandbox's network namespace, connected and
+        non-blocking (a Telemetry API subscriber). Blocking: call from a worker thread."""
+
+    def terminate_command(self) -> None:
+        """Send SIGTERM to the sandbox's command only (its graceful shutdown); `kill` still ends it all."""
 
     async def wait(self) -> int:
         """Wait for the sandbox to end; its exit status (128+n for a signal, as a shell reports it)."""
