@@ -58,6 +58,7 @@ class Meta:
     last_update_reason: str | None = None
     last_update_reason_code: str | None = None
     package: str | None = None  # the hex SHA-256 of the stored .zip (API functions with ZipFile)
+    source_revision: str | None = None  # a published version: the RevisionId of $LATEST it was made from
 
     def touched(self, **changes: Any) -> Meta:
         return replace(self, last_modified=now_timestamp(), revision_id=new_revision(), **changes)

@@ -596,12 +596,8 @@ class ControlPlane:
         latest_meta = self._meta_digest(spec, entry.meta)
         published = self.registry.versions(spec.name)
         last = published[-1] if published else None
-        if (
-            last is not None
-            and dataclasses.replace(last, version=LATEST, description=spec.description) == spec
-            and (entry.versions[last.version].code_sha256 == latest_meta.code_sha256)
-        ):
-            return last, entry.versions[last.version]  # nothing changed since: Lambda returns that version
+        if last is not None and entry.versions[last.version].source_revision == latest_meta.revision_id:
+            return last, entry.versions[last.version]  # $LATEST unchanged since: Lambda returns that version
         entry.last_version += 1
         number = str(entry.last_version)
         version = dataclasses.replace(
@@ -614,6 +610,7 @@ class ControlPlane:
             revision_id=new_revision(),
             state="Active",
             last_update_status="Successful",
+            source_revision=latest_meta.revision_id,
         )
         await self.service.deploy(version)
         return version, entry.versions[number]

@@ -15,10 +15,11 @@ import uuid
 import zipfile
 from collections import Counter
 
+import boto3
 import pytest
 from botocore.exceptions import WaiterError
-from conftest import REPO, TEST_TEMPLATE, ServiceProcess
-from support import aws_cli_environment, invoke, wait_for
+from conftest import REPO, TEST_TEMPLATE, ServiceProcess, free_port
+from support import aws_cli_environment, invoke, wait_for, wait_for_port
 
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function"
@@ -435,3 +436,86 @@ def _raw(service: ServiceProcess, method: str, path: str, body: bytes) -> tuple[
             return response.status, "", json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as error:
         return error.code, error.headers.get("x-amzn-ErrorType", ""), json.loads(error.read() or b"{}")
+
+
+# -- S3 code locations, paginators and the other waiters ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A moto S3 server on this host: the service (not the sandbox) fetches S3Bucket/S3Key from it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(REPO / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, 30, "the moto server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_code_from_s3(start_service, s3_server):
+    service = start_service(
+        TEST_TEMPLATE,
+        env={
+            "SANDBOX_S3_ENDPOINT": s3_server,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+    )
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    s3.create_bucket(Bucket="code")
+    s3.put_object(Bucket="code", Key="v1.zip", Body=handler_returning("from-s3"))
+    s3.put_object(Bucket="code", Key="v2.zip", Body=handler_returning("from-s3-again"))
+    client = service.client()
+    name = unique("s3")
+    client.create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"S3Bucket": "code", "S3Key": "v1.zip"},
+    )
+    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 5})
+    assert payload(client, name)["value"] == "from-s3"
+    client.update_function_code(FunctionName=name, S3Bucket="code", S3Key="v2.zip")
+    client.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 5})
+    assert payload(client, name)["value"] == "from-s3-again"
+    with pytest.raises(client.exceptions.InvalidParameterValueException, match="S3 Error Code: NoSuchKey"):
+        client.update_function_code(FunctionName=name, S3Bucket="code", S3Key="missing.zip")
+
+
+def test_paginators_and_the_first_generation_waiters(client):
+    name = unique("pages")
+    create(client, name)
+    for value in range(3):
+        client.update_function_configuration(FunctionName=name, Description=f"d{value}")
+        client.get_waiter("function_updated").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 5})
+        client.publish_version(FunctionName=name)
+    client.get_waiter("function_active").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 5})
+    client.get_waiter("published_version_active").wait(
+        FunctionName=name, Qualifier="3", WaiterConfig={"Delay": 1, "MaxAttempts": 5}
+    )
+    pages = list(
+        client.get_paginator("list_versions_by_function").paginate(FunctionName=name, PaginationConfig={"PageSize": 2})
+    )
+    assert [len(page["Versions"]) for page in pages] == [2, 2]
+    versions = [v["Version"] for page in pages for v in page["Versions"]]
+    assert versions == ["$LATEST", "1", "2", "3"]
+    assert pages[0]["Versions"][0]["FunctionArn"] == f"{ARN}:{name}:$LATEST"
+    for alias in ("a", "b", "c"):
+        client.create_alias(FunctionName=name, Name=alias, FunctionVersion="1")
+    pages = list(client.get_paginator("list_aliases").paginate(FunctionName=name, PaginationConfig={"PageSize": 2}))
+    assert [[a["Name"] for a in page["Aliases"]] for page in pages] == [["a", "b"], ["c"]]
+    every = client.get_paginator("list_functions").paginate(FunctionVersion="ALL")
+    arns = [f["FunctionArn"] for page in every for f in page["Functions"]]
+    assert [arn for arn in arns if arn.startswith(f"{ARN}:{name}:")] == [
+        f"{ARN}:{name}:{version}" for version in ("$LATEST", "1", "2", "3")
+    ]
