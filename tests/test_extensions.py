@@ -51,11 +51,15 @@ def write_template(directory: Path) -> Path:
         "TelemetrySink": layer("telemetry"),
         "Broken": layer("initerror"),
         "WithRecorder": function("ext-recorder", ["Recorder"]),
-        "WithTelemetry": function("ext-telemetry", ["TelemetrySink", "Recorder"]),
+        # One environment each: what a subscriber received is read back through later invocations,
+        # which must reach the same sandbox (they queue while it finishes its extension phase).
+        "WithTelemetry": function("ext-telemetry", ["TelemetrySink", "Recorder"], ReservedConcurrentExecutions=1),
         "WithBroken": function("ext-broken", ["Broken"]),
         "Plain": function("no-extensions", []),
         "OnDocker": {
-            **function("ext-docker", ["TelemetrySink", "Recorder"], Runtime="python3.12"),
+            **function(
+                "ext-docker", ["TelemetrySink", "Recorder"], Runtime="python3.12", ReservedConcurrentExecutions=1
+            ),
             "Metadata": {"SandboxRuntime": {"Isolation": "docker"}},
         },
         "Rules": function(
@@ -69,7 +73,7 @@ def write_template(directory: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(write_template(tmp_path_factory.mktemp("extensions")))
+    service = ServiceProcess(write_template(tmp_path_factory.mktemp("extensions")), env={"SANDBOX_QUEUE_TIMEOUT": "10"})
     yield service
     assert service.stop() == 0
 
