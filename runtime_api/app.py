@@ -21,6 +21,7 @@ from .errors import LambdaServiceError, MethodNotAllowedException, ServiceExcept
 from .events import EventQueue
 from .invoke import invoke, invoke_async, invoke_with_response_stream
 from .logs import get_logger
+from .mcp_http import MCPEndpoint
 from .service import Service, StartupError
 
 log = get_logger("app")
@@ -89,6 +90,7 @@ def create_app(service: Service) -> Starlette:
         control.load()  # functions created through the API before a restart, before the service starts
     except OSError as exc:
         raise StartupError(f"cannot use SANDBOX_DATA_DIR={settings.data_dir}: {exc}") from None
+    mcp = MCPEndpoint(service, host=settings.host)  # /mcp: MCP's streamable HTTP transport (mcp_http)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -99,6 +101,7 @@ def create_app(service: Service) -> Starlette:
             await service.start()
             yield
         finally:
+            await mcp.close()
             await app.state.events.drain(settings.shutdown_timeout_seconds)
             await control.close()
             await service.close()
@@ -115,6 +118,7 @@ def create_app(service: Service) -> Starlette:
             Route("/2014-11-13/functions/{function_name:path}/invoke-async", invoke_async, methods=["POST"]),
             Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            Route("/mcp", mcp),
             *control_routes(),
         ],
         exception_handlers={

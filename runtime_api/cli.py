@@ -1,4 +1,4 @@
-"""`sandbox-runtime serve | invoke | build | generate-event` (also `python -m runtime_api ...`)."""
+"""`sandbox-runtime serve | invoke | mcp | build | generate-event` (also `python -m runtime_api ...`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .config import ConfigError, Settings
 from .functions import FunctionRegistry, parse_function_name
 from .logs import configure_logging, get_logger
 
-_COMMANDS = ("serve", "invoke", "build", "generate-event")
+_COMMANDS = ("serve", "invoke", "mcp", "build", "generate-event")
 # How the HTTP service is served (the benchmark's floor is served the same way).
 SERVER_OPTIONS: dict[str, Any] = {
     "http": "httptools",
@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("functions", nargs="*", metavar="FUNCTION", help="functions to build (default: all)")
     build.add_argument("--parallel", action="store_true", help="build functions side by side (one pip each)")
     build.add_argument("--force", action="store_true", help="rebuild even when a build is up to date")
+    mcp = sub.add_parser(
+        "mcp", help="serve the template's functions as MCP tools on standard input/output (no HTTP server)"
+    )
+    _common(mcp)
+    mcp.add_argument("--pool-size", type=int, help="environments pre-started per function (default 0)")
     sample_events.add_parser(sub)
     return parser
 
@@ -112,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "invoke":
             return _invoke(args)
+        if args.command == "mcp":
+            return _mcp(args)
         if args.command == "build":
             return _build(args)
         return _serve(args)
@@ -255,6 +262,21 @@ def _build(args: argparse.Namespace) -> int:
         force=args.force,
         strict_runtimes=settings.strict_runtimes,
     )
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    """MCP over stdio (`mcp_server.run_stdio`): the service in-process, its logs and the functions' output on
+    stderr; standard output carries the protocol only."""
+    from . import mcp_server
+    from .service import Service
+
+    settings = _settings(args, defaults={"log_level": "warning", "pool_size": 0}, pool_size=args.pool_size)
+    configure_logging(settings.log_level, "console" if settings.log_format == "auto" else settings.log_format)
+    registry = _registry(settings, args)
+    service = Service(settings, registry, log_sink=_stderr_sink)
+    service.preflight()
+    service.prepare()
+    return mcp_server.run_stdio(service)
 
 
 def _exit_cleanly(signum: int, frame: Any) -> None:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from .errors import InvalidParameterValueException, ResourceNotFoundException, ValidationException
@@ -65,6 +66,9 @@ class FunctionSpec:
     application_log_level: str | None = None  # LoggingConfig.ApplicationLogLevel (JSON format only)
     allow_network: bool | None = None  # Metadata.SandboxRuntime.AllowNetwork; None: SANDBOX_ALLOW_NETWORK
     isolation: str | None = None  # Metadata.SandboxRuntime.Isolation; None: SANDBOX_ISOLATION (Image: docker)
+    # Metadata.SandboxRuntime.InputSchema: a JSON Schema of the event, the function's MCP tool input schema
+    # (`mcp_server`); None: any JSON object.
+    input_schema: Mapping[str, Any] | None = None
     package_type: str = "Zip"  # Zip | Image
     image_uri: str | None = None  # PackageType Image: the image, which must be on the Docker engine
     image_config: ImageConfig = field(default_factory=ImageConfig)

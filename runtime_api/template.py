@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from cfnlint.decode import decode
 from samtranslator.model.exceptions import ExceptionWithMessage
 from samtranslator.plugins.globals.globals import Globals
@@ -238,6 +239,7 @@ def _load_resource(
         raise InvalidValue(f"Metadata.SandboxRuntime.Isolation must be one of {choices}, got {isolation!r}")
     if package_type == "Image" and isolation == "bwrap":
         raise InvalidValue("PackageType Image functions run on the docker isolation, not bwrap")
+    input_schema = _input_schema(metadata.get("InputSchema"))
     layer_dirs = layers.for_function(logical_id, raw.get("Layers"), image=package_type == "Image")
     spec = FunctionSpec(
         name=name,
@@ -261,6 +263,7 @@ def _load_resource(
         else _integer(reserved, "ReservedConcurrentExecutions", 0, None, ""),
         allow_network=allow_network,
         isolation=isolation,
+        input_schema=input_schema,
         package_type=package_type,
         image_uri=image_uri,
         image_config=image_config,
@@ -281,6 +284,30 @@ def _sandbox_metadata(resource: Mapping[str, Any], resolver: IntrinsicResolver) 
         raise InvalidValue("Metadata.SandboxRuntime must be a mapping")
     resolved = resolver.resolve(settings)
     return resolved if isinstance(resolved, dict) else {}
+
+
+def _input_schema(schema: Any) -> dict[str, Any] | None:
+    """Metadata.SandboxRuntime.InputSchema: a JSON Schema of the function's event, which MCP clients see as
+    the function's tool input schema. MCP tool arguments are a JSON object, so the schema describes one."""
+    if schema is None:
+        return None
+    if not isinstance(schema, dict):
+        raise InvalidValue(f"Metadata.SandboxRuntime.InputSchema must be a JSON Schema mapping, got {schema!r}")
+    if schema.get("type", "object") != "object":
+        raise InvalidValue(
+            "Metadata.SandboxRuntime.InputSchema must describe an object (type: object): "
+            f"MCP tool arguments are a JSON object, got type {schema.get('type')!r}"
+        )
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(part) for part in exc.path)
+        raise InvalidValue(
+            f"Metadata.SandboxRuntime.InputSchema is not a valid JSON Schema: {exc.message}"
+            + (f" (at {where})" if where else "")
+        ) from None
+    return {"type": "object", **schema}
 
 
 # -- layers -----------------------------------------------------------------------------------------
