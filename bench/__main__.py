@@ -2,7 +2,7 @@
 
 python -m bench                 # full run (80-100 s; about 70 s without a Docker engine)
 python -m bench --quick         # short run (about 25 s)
-python -m bench --only cold     # one part (repeatable: --only warm --only throughput --only docker)
+python -m bench --only cold     # one part (repeatable: --only warm --only throughput --only docker --only sessions)
 python -m bench --json out.json # also write every number as JSON
 """
 
@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import backends, cold, report, throughput, warm
+from . import backends, cold, report, sessions, throughput, warm
 from .clients import InvokeFailed
 from .procs import FUNCTION, TEMPLATE, Server, floor_ready, health, service_ready, start_floor, start_service
 from .procs import write_cold_template as _write_cold_template
 
-PARTS = ("warm", "throughput", "cold", "docker")
+PARTS = ("warm", "throughput", "cold", "docker", "sessions")
+SESSION_POOL = 2  # warm session sandboxes of the sessions part
 
 FULL: dict[str, Any] = {
     "warm_warmup": 300,
@@ -44,6 +45,11 @@ FULL: dict[str, Any] = {
     "docker_cold_warmup": 2,
     "docker_warm_warmup": 100,
     "docker_warm_samples": 1500,
+    # sessions: creations per kind (warm pool, no pool, bare sandbox), then round trips against warm invokes
+    "sessions_samples": 30,
+    "sessions_warmup": 2,
+    "sessions_exec_samples": 300,
+    "sessions_exec_warmup": 20,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -62,6 +68,10 @@ QUICK: dict[str, Any] = {
     "docker_cold_warmup": 1,
     "docker_warm_warmup": 30,
     "docker_warm_samples": 300,
+    "sessions_samples": 8,
+    "sessions_warmup": 1,
+    "sessions_exec_samples": 60,
+    "sessions_exec_warmup": 5,
 }
 
 
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[Server] = []
     results: dict[str, Any] = {"params": params, "machine": info}
     try:
-        floor = service = cold_service = docker_service = None
+        floor = service = cold_service = docker_service = sessions_service = None
         if parts & {"warm", "throughput"}:
             floor = start_floor(workdir)
             pool = params["threads"]  # one warm environment per client thread
@@ -103,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
                 "cold-service", workdir / "cold.yaml", workdir, pool_size=0, uid_range=(uid_base + 100, uid_base + 199)
             )
             servers.append(cold_service)
+        if "sessions" in parts:
+            sessions_service = start_service(
+                "sessions-service",
+                TEMPLATE,
+                workdir,
+                pool_size=1,
+                uid_range=(uid_base + 216, uid_base + 249),
+                env={"SANDBOX_SESSION_POOL_SIZE": str(SESSION_POOL)},
+            )
+            servers.append(sessions_service)
         if "docker" in parts:
             if problem := backends.engine_problem():
                 results["docker_skipped"] = problem
@@ -123,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             service.ready(lambda: service_ready(service, FUNCTION, params["threads"]))
         if cold_service is not None:
             cold_service.ready(lambda: service_ready(cold_service))
+        if (started_sessions := sessions_service) is not None:
+            started_sessions.ready(lambda: service_ready(started_sessions, FUNCTION, 1))
         if (started_docker := docker_service) is not None:
             try:  # the Docker rows are optional: any failure to run them skips them, with the reason
                 started_docker.ready(lambda: service_ready(started_docker), timeout=120)  # may build the base image
@@ -168,12 +190,28 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=params["tp_warmup"],
                 duration=params["boto3_tp_duration"],
             )
-        if cold_service is not None:
-            _log(f"cold start: {params['cold_samples']} cold invokes, alternating with bwrap + python -c pass")
-            sandbox_floor = cold.BwrapFloor(workdir, uid=uid_base + 200)
-            try:
+        sandbox_floor = cold.BwrapFloor(workdir, uid=uid_base + 200) if cold_service or sessions_service else None
+        try:
+            if cold_service is not None and sandbox_floor is not None:
+                _log(f"cold start: {params['cold_samples']} cold invokes, alternating with bwrap + python -c pass")
                 results["cold"] = cold.measure(cold_service.port, names, sandbox_floor, warmup=params["cold_warmup"])
-            finally:
+            if sessions_service is not None and sandbox_floor is not None:
+                _log(
+                    f"sessions: {params['sessions_samples']} creations each with and without the warm pool and of a "
+                    f"bare sandbox, then {params['sessions_exec_samples']} execute_code and execute round trips "
+                    "each against warm invokes"
+                )
+                results["sessions"] = sessions.measure(
+                    sessions_service.port,
+                    sandbox_floor,
+                    pool_size=SESSION_POOL,
+                    samples=params["sessions_samples"],
+                    warmup=params["sessions_warmup"],
+                    exec_samples=params["sessions_exec_samples"],
+                    exec_warmup=params["sessions_exec_warmup"],
+                )
+        finally:
+            if sandbox_floor is not None:
                 sandbox_floor.close()
         if docker_service is not None:
             n = params["docker_cold_samples"]
@@ -230,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table(docker_rows, columns=("docker", "bwrap")))
     elif skipped := results.get("docker_skipped"):
         print(f"\nthe Docker backend against bwrap: skipped, {skipped}")
+    if session_rows := report.session_rows(results):
+        results["sessions_table"] = session_rows
+        print("\nagent sessions against baselines of the same run (ratio = session/baseline):\n")
+        print(report.table(session_rows, columns=("session", "baseline")))
     if extra := report.breakdown(results):
         print("\n" + extra)
     if args.json:

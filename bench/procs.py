@@ -81,14 +81,24 @@ def floor_ready(server: Server) -> bool:
         return response.status == 200
 
 
-def start_service(name: str, template: Path, workdir: Path, *, pool_size: int, uid_range: tuple[int, int]) -> Server:
+def start_service(
+    name: str,
+    template: Path,
+    workdir: Path,
+    *,
+    pool_size: int,
+    uid_range: tuple[int, int],
+    env: Mapping[str, str] | None = None,
+) -> Server:
     port = free_port()
     env = {
         **os.environ,
         "SANDBOX_LOG_LEVEL": "warning",
         "SANDBOX_LOG_FORMAT": "json",
         "SANDBOX_POOL_SIZE": str(pool_size),
+        "SANDBOX_SESSION_POOL_SIZE": "0",  # no session sandboxes unless a part asks for them
         "SANDBOX_UID_RANGE": f"{uid_range[0]}-{uid_range[1]}",
+        **(env or {}),
     }
     argv = [sys.executable, "-m", "runtime_api", "serve", "--template", str(template), "--port", str(port)]
     return Server(name, argv, port, workdir, env)

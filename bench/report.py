@@ -128,6 +128,22 @@ def docker_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def session_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Agent sessions against baselines of the same run: `service` is the session's, `floor` the baseline."""
+    s = results.get("sessions")
+    if not s:
+        return []
+    start = s["sandbox_start"]
+    return [
+        _row("create, warm pool, p50 (vs bare sandbox start)", s["create_warm"]["p50"], start["p50"], "ms"),
+        _row("create, no pool, p50 (vs bare sandbox start)", s["create_cold"]["p50"], start["p50"], "ms"),
+        _row("create, no pool, p90 (vs bare sandbox start)", s["create_cold"]["p90"], start["p90"], "ms"),
+        _row("execute_code p50 (vs warm invoke)", s["execute_code"]["p50"], s["execute_code_invoke"]["p50"], "ms"),
+        _row("execute_code p99 (vs warm invoke)", s["execute_code"]["p99"], s["execute_code_invoke"]["p99"], "ms"),
+        _row("execute p50 (vs warm invoke)", s["execute"]["p50"], s["execute_invoke"]["p50"], "ms"),
+    ]
+
+
 def table(table_rows: list[dict[str, Any]], columns: tuple[str, str] = ("service", "floor")) -> str:
     targets = any(r["target"] is not None for r in table_rows)  # else no target and result columns
     header = ("metric", *columns, "ratio", "target", "result")[: None if targets else 4]
@@ -193,6 +209,13 @@ def breakdown(results: dict[str, Any]) -> str:
             f"slowest docker {c['docker']['max']:.1f} ms, bwrap {c['bwrap']['max']:.1f} ms; bwrap p50 when it went "
             f"first {c['bwrap_by_order']['first']['p50']:.1f} ms, right after a docker start "
             f"{c['bwrap_by_order']['after_docker']['p50']:.1f} ms"
+        )
+    if s := results.get("sessions"):
+        lines.append(
+            f"sessions (p50): create with the pool {s['create_warm']['p50']:.2f} ms, without "
+            f"{s['create_cold']['p50']:.1f} ms ({s['pool_size']} pre-started); time inside the sandbox, as the "
+            f"agent measured it: execute_code {s['execute_code_in_agent']['p50']:.1f} ms, execute "
+            f"{s['execute_in_agent']['p50']:.1f} ms"
         )
     if w := results.get("docker_warm"):
         starts = w["cold_starts"]

@@ -23,6 +23,7 @@ from .invoke import invoke, invoke_async, invoke_with_response_stream
 from .logs import get_logger
 from .mcp_http import MCPEndpoint
 from .service import Service, StartupError
+from .session_routes import routes as session_routes
 
 log = get_logger("app")
 
@@ -72,6 +73,7 @@ async def health(request: Request) -> Response:
             "version": __version__,
             "functions": len(service.registry),
             "pools": service.describe(),
+            "sessions": service.sessions.describe(),
             "events": {"pending": events.pending, "delivered": events.delivered, "failed": events.failed},
             "isolation": service.settings.isolation,
             "network": {
@@ -119,6 +121,7 @@ def create_app(service: Service) -> Starlette:
             Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/mcp", mcp),
+            *session_routes(),  # /workspace/se/...: agent sessions
             *control_routes(),
         ],
         exception_handlers={

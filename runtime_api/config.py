@@ -62,6 +62,14 @@ class Settings:
     log_limit_bytes: int = field(default=1024 * 1024, metadata={"env": "SANDBOX_LOG_LIMIT"})  # per invocation
     event_retry_delay_seconds: float = field(default=1.0, metadata={"env": "SANDBOX_EVENT_RETRY_DELAY"})
     shutdown_timeout_seconds: float = field(default=30.0, metadata={"env": "SANDBOX_SHUTDOWN_TIMEOUT"})
+    # Agent sessions (/workspace/se/...): their own budget, apart from SANDBOX_MAX_ENVIRONMENTS.
+    max_sessions: int = field(default=16, metadata={"env": "SANDBOX_MAX_SESSIONS"})
+    session_idle_timeout_seconds: float = field(default=1800.0, metadata={"env": "SANDBOX_SESSION_IDLE_TIMEOUT"})
+    # Warm session sandboxes kept started; unset: SANDBOX_POOL_SIZE.
+    session_pool_size: int | None = field(default=None, metadata={"env": "SANDBOX_SESSION_POOL_SIZE"})
+    session_workspace_mb: int = field(default=512, metadata={"env": "SANDBOX_SESSION_WORKSPACE_SIZE"})  # a tmpfs
+    session_max_file_mb: int = field(default=100, metadata={"env": "SANDBOX_SESSION_MAX_FILE_SIZE"})  # up/download
+    session_output_limit_bytes: int = field(default=1024 * 1024, metadata={"env": "SANDBOX_SESSION_OUTPUT_LIMIT"})
     # Host-wide kernel trade-off that makes each sandbox's cgroup attach ~0.1 ms instead of 2-20 ms.
     cgroup_favordynmods: bool = field(default=False, metadata={"env": "SANDBOX_CGROUP_FAVORDYNMODS"})
     strict_runtimes: bool = field(default=False, metadata={"env": "SANDBOX_STRICT_RUNTIMES"})
@@ -114,9 +122,18 @@ class Settings:
             raise ConfigError(f"SANDBOX_ISOLATION must be bwrap or docker, got {self.isolation!r}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, got {self.port}")
-        for name in ("pool_size", "max_concurrency"):
+        for name in ("pool_size", "max_concurrency", "max_sessions"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
+        if self.session_pool_size is not None and self.session_pool_size < 0:
+            raise ConfigError("SANDBOX_SESSION_POOL_SIZE must not be negative")
+        if self.memory_limit_kb < 16384:
+            raise ConfigError("SANDBOX_MEMORY_LIMIT is in KB and must be at least 16384 (16 MB)")
+        if self.timeout_seconds <= 0 or self.session_idle_timeout_seconds <= 0:
+            raise ConfigError("SANDBOX_TIMEOUT_SECONDS and SANDBOX_SESSION_IDLE_TIMEOUT must be above 0")
+        for name in ("session_workspace_mb", "session_max_file_mb", "session_output_limit_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
         if self.max_concurrency < 1:
             raise ConfigError("SANDBOX_MAX_CONCURRENCY must be at least 1")
         if self.max_environments < 1:
@@ -131,6 +148,8 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
         return _flag(raw)
     if kind == "int":
         return int(raw)
+    if kind == "int | None":
+        return int(raw) if raw.strip() else None
     if kind == "float":
         return 0.0 if raw.strip().lower() == "proportional" else float(raw)
     if kind == "Path | None":

@@ -66,6 +66,11 @@ _PROXY_VARIABLES = {
 }
 
 
+def proxy_environment() -> dict[str, str]:
+    """The variables that send a sandbox's outbound connections through its egress proxy."""
+    return dict(_PROXY_VARIABLES)
+
+
 def function_environment(
     function: FunctionSpec,
     launch: RuntimeLaunch,

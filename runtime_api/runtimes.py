@@ -75,6 +75,15 @@ class RuntimeResolver:
             self._cache[runtime] = self._resolve(runtime)
         return self._cache[runtime]
 
+    def default_python(self) -> RuntimeLaunch:
+        """The host's `python3`, resolved as the python3.x runtime of its version (agent sessions run on it)."""
+        interpreter = self._find("python3")
+        if interpreter is None:
+            raise RuntimeUnavailable(
+                f"python3 is not installed where sandboxes can reach it (searched {', '.join(self.search_dirs)})"
+            )
+        return self.resolve(f"python{interpreter.version}")
+
     def interpreters(self) -> set[Path]:
         return {launch.interpreter for launch in self._cache.values() if launch.interpreter}
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sandbox import Backend, CodeStager, SandboxError, SandboxSpec, UidPool, egress
+from sandbox import Backend, CodeStager, SandboxError, SandboxSpec, UidPool, egress, volumes
 from sandbox.bwrap import BwrapBackend
 from sandbox.cgroups import CgroupError, Cgroups, favor_dynamic_modifications
 from sandbox.docker import DockerBackend, DockerUnavailable
@@ -43,6 +43,8 @@ from .runtimes import (
     provision_runtime_dir,
     reachable_by_sandboxes,
 )
+from .session import session_launcher
+from .sessions import SessionManager
 
 log = get_logger("service")
 function_log = get_logger("function")
@@ -61,6 +63,7 @@ def _remove_stale_state_dirs() -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
+            volumes.unmount_under(path)  # its sessions' workspaces
             shutil.rmtree(path, ignore_errors=True)
         except PermissionError:
             pass  # alive, someone else's
@@ -133,6 +136,9 @@ class Service:
         self.build_root = build.build_root(settings.build_dir, settings.template)
         self._build_warned: dict[tuple[str, Path | None], tuple[str, str | None]] = {}
         self.reloader: HotReloader | None = None
+        self.sessions = SessionManager(settings)  # agent sessions (`sessions.py`), served from `start`
+        self._session_launch: RuntimeLaunch | None = None
+        self._session_problem: str | None = None
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -165,6 +171,7 @@ class Service:
             if function.key in self._launches:
                 self._open_pool(function)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+        await self._start_sessions(warm_up)
         log.info(
             "service.ready",
             functions=len(self.pools),
@@ -448,7 +455,35 @@ class Service:
                 self.unavailable[function.key] = str(exc)
                 log.warning("function.unavailable", function=function.key, reason=str(exc))
 
+    async def _start_sessions(self, warm_up: bool) -> None:
+        """Agent sessions run on the service's backend (its uid pool, cgroups, seccomp, egress proxy)
+        and the host's python3, resolved with the functions' runtimes in `prepare`."""
+        backend = self._backends.get(self.settings.isolation)
+        if backend is None or self._session_launch is None:
+            problem = self._session_problem or f"the {self.settings.isolation} isolation is not available"
+            await self.sessions.start(None, problem=problem)
+            return
+        assert self._state_dir is not None and self._runtime_dir is not None
+        try:
+            launcher = await asyncio.to_thread(
+                session_launcher,
+                self.settings,
+                backend=backend,
+                launch=self._session_launch,
+                runtime_dir=self._runtime_dir,
+                state_dir=self._state_dir,
+                serve_egress=self._serve_egress,
+            )
+        except OSError as exc:  # functions are served regardless
+            await self.sessions.start(None, problem=f"cannot prepare the sessions folder: {exc}")
+            return
+        await self.sessions.start(launcher, warm_up=warm_up)
+
     def _resolve_runtimes(self) -> None:
+        try:
+            self._session_launch = self.resolver.default_python()
+        except RuntimeUnavailable as exc:
+            self._session_problem = str(exc)
         for function in self.registry.all_specs():
             if function.package_type == "Image":
                 continue
@@ -470,6 +505,7 @@ class Service:
         # Every pool, including those of replaced or deleted versions still draining.
         await asyncio.gather(*(pool.close() for pool in list(self.capacity.pools)))
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.sessions.shutdown()
         for backend in self._backends.values():
             await asyncio.to_thread(backend.close)
         if self._cgroups is not None:

@@ -37,7 +37,9 @@ from .spec import (
     EXTENSION_OUTPUT_PATH,
     RUNTIME_API_HOST,
     RUNTIME_API_PORT,
+    WORKSPACE_PATH,
     BackendStatus,
+    LimitEvents,
     SandboxError,
     SandboxSpec,
 )
@@ -145,6 +147,9 @@ class BwrapBackend:
         group: SandboxCgroup | None = None
         fifo: tuple[Path, int, int] | None = None  # extension output: path, read end, our write end
         try:
+            if spec.workspace_dir is not None:
+                # The folder only: what is inside is the sandbox's own (or was written for it).
+                os.chown(spec.workspace_dir, uid, uid, follow_symlinks=False)
             if spec.extension_output:
                 path = self._extension_fifo(uid)
                 reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -271,6 +276,8 @@ class BwrapBackend:
         for extra in spec.extra_ro_binds:
             argv += ["--ro-bind", str(extra), str(extra)]
         argv += ["--perms", "1777", "--size", str(spec.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+        if spec.workspace_dir is not None:
+            argv += ["--bind", str(spec.workspace_dir), WORKSPACE_PATH]
         if fifo is not None:
             argv += ["--bind", str(fifo), EXTENSION_OUTPUT_PATH]  # a FIFO: all it allows is writing to us
         argv += ["--chdir", spec.cwd, "--clearenv"]
@@ -296,7 +303,7 @@ class BwrapSandbox:
         self._proc = proc
         self._group = group
         self._executor = executor
-        self._final: tuple[bool, int | None] | None = None  # (OOM-killed, peak) read at exit
+        self._final: tuple[LimitEvents, int | None] | None = None  # (limit counters, peak) read at exit
         self._uid = uid
         self._uid_pool = uid_pool
         self.output_fd = output_fd
@@ -392,16 +399,23 @@ class BwrapSandbox:
         self._uid_pool.release(self._uid)
         if self._group is not None:
             # What the group knows is read now: it is removed (once its processes are gone) next.
-            self._final = (self._group.oom_kills() > 0, self._group.memory_peak_bytes())
+            self._final = (self._group_events(self._group), self._group.memory_peak_bytes())
             try:
                 self._executor.submit(self._group.remove)
             except RuntimeError:  # the backend is closing: no waiting now; Cgroups.close sweeps it
                 self._group.remove(timeout=0)
 
     def oom_killed(self) -> bool:
+        return self.limit_events().oom_kills > 0
+
+    def limit_events(self) -> LimitEvents:
         if self._final is not None:
             return self._final[0]
-        return self._group is not None and self._group.oom_kills() > 0
+        return self._group_events(self._group) if self._group is not None else LimitEvents()
+
+    @staticmethod
+    def _group_events(group: SandboxCgroup) -> LimitEvents:
+        return LimitEvents(oom_kills=group.oom_kills(), pids_max=group.pids_max_events())
 
     def memory_peak_bytes(self) -> int | None:
         if self._final is not None:

@@ -60,6 +60,11 @@ class SandboxCgroup:
             return _keyed(self._dirs["memory"] / "memory.oom_control").get("oom_kill", 0)
         return _keyed(self._dirs["unified"] / "memory.events").get("oom_kill", 0)
 
+    def pids_max_events(self) -> int:
+        """How many forks were refused at the group's process limit."""
+        folder = self._dirs.get("pids" if self.version == 1 else "unified")
+        return 0 if folder is None else _keyed(folder / "pids.events").get("max", 0)
+
     def memory_peak_bytes(self) -> int | None:
         path = (
             self._dirs["memory"] / "memory.max_usage_in_bytes"

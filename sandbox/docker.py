@@ -47,7 +47,9 @@ from .spec import (
     EXTENSION_OUTPUT_PATH,
     RUNTIME_API_HOST,
     RUNTIME_API_PORT,
+    WORKSPACE_PATH,
     BackendStatus,
+    LimitEvents,
     SandboxError,
     SandboxSpec,
 )
@@ -279,6 +281,8 @@ class DockerBackend:
             raise
         sandbox.holder_id = holder.container_id
         try:
+            if spec.workspace_dir is not None:
+                os.chown(spec.workspace_dir, holder.uid, holder.uid, follow_symlinks=False)
             sandbox.holder_pidfd = os.pidfd_open(holder.pid)  # names its network namespace (Telemetry API)
             if spec.extension_output:
                 sandbox.open_extension_output(self._state_dir / f"extensions-{next(self._serial)}")
@@ -421,6 +425,8 @@ class DockerBackend:
         if spec.opt_dir is not None:
             binds.append(f"{spec.opt_dir}:/opt:ro")
         binds += [f"{path}:{path}:ro" for path in spec.extra_ro_binds]
+        if spec.workspace_dir is not None:
+            binds.append(f"{spec.workspace_dir}:{WORKSPACE_PATH}:rw")
         host_config = api.create_host_config(
             network_mode=f"container:{holder_id}",
             binds=binds,
@@ -600,6 +606,12 @@ class DockerSandbox:
         if not self._oom and self._group is not None and not self._exit.done():
             self._oom = self._group.oom_kills() > 0
         return self._oom
+
+    def limit_events(self) -> LimitEvents:
+        # Docker's own groups: the memory counters are readable (SandboxCgroup.of_process), pids are not.
+        if self._group is not None and not self._exit.done():
+            return LimitEvents(oom_kills=max(self._group.oom_kills(), int(self._oom)))
+        return LimitEvents(oom_kills=int(self._oom))
 
 
 def _start(api: Any, container: str) -> int:

@@ -13,6 +13,8 @@ RUNTIME_API_PORT = 9001
 # Where a sandbox with `extension_output` finds the write end of its second output channel: the launcher
 # of external extensions sends their stdout and stderr there, apart from the runtime's.
 EXTENSION_OUTPUT_PATH = "/var/sandbox-runtime/extensions"
+# Where a sandbox with a `workspace_dir` (an agent session's) sees it, read-write.
+WORKSPACE_PATH = "/workspace"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,17 @@ class SandboxSpec:
     hostname: str = "sandbox"
     label: str = ""  # for logs only
     extension_output: bool = False  # a FIFO at EXTENSION_OUTPUT_PATH, read through `extension_output_fd`
+    # A host folder bound read-write at WORKSPACE_PATH (an agent session's workspace). The backend gives
+    # the folder itself (not its content) to the sandbox's uid before the sandbox starts.
+    workspace_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class LimitEvents:
+    """How often a sandbox ran into its limits so far (counters only grow)."""
+
+    oom_kills: int = 0  # processes the kernel killed for the memory limit
+    pids_max: int = 0  # forks and clones refused at the process limit
 
 
 class Sandbox(Protocol):
@@ -82,6 +95,9 @@ class Sandbox(Protocol):
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed something in the sandbox for exceeding its memory limit."""
+
+    def limit_events(self) -> LimitEvents:
+        """The sandbox's limit counters (zeros where the backend cannot read them)."""
 
 
 class Backend(Protocol):

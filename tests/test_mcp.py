@@ -71,8 +71,10 @@ def only_text(result: types.CallToolResult) -> str:
 
 
 async def check_tools(client: Client) -> None:
+    from runtime_api.mcp_sessions import TOOLS as SESSION_TOOLS  # the service has a session manager
+
     listed = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert sorted(listed) == ["add", "echo", "fail", "sleep", "throttled"], listed
+    assert sorted(listed) == sorted(["add", "echo", "fail", "sleep", "throttled", *SESSION_TOOLS]), listed
     assert listed["add"].description == "Add two numbers."
     assert listed["add"].input_schema == ADD_SCHEMA  # Metadata.SandboxRuntime.InputSchema
     assert listed["fail"].description == "Always fails."
