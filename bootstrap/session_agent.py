@@ -37,6 +37,7 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Callable
     from typing import Any
 
 # `subprocess` and `selectors` (9-13 ms of imports) are imported where they are used, after the hello: the
@@ -48,17 +49,27 @@ _READ = 65536
 
 
 class _Capture:
-    """The head of one output stream, up to `limit` bytes; the rest is only counted."""
+    """The head of one output stream, up to `limit` bytes; the rest is only counted. With `emit`, what is
+    kept is also passed on as it comes (decoded: a character split between reads waits for its rest)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, emit: Callable[[str], None] | None = None) -> None:
         self.limit = limit
         self.size = 0
         self.chunks: list[bytes] = []
+        self._emit = emit
+        self._decoder: Any = None
+        if emit is not None:
+            import codecs
+
+            self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     def add(self, data: bytes) -> None:
         kept = sum(len(chunk) for chunk in self.chunks)
         if kept < self.limit:
-            self.chunks.append(data[: self.limit - kept])
+            piece = data[: self.limit - kept]
+            self.chunks.append(piece)
+            if self._emit is not None and (text := self._decoder.decode(piece)):
+                self._emit(text)
         self.size += len(data)
 
     def text(self) -> str:
@@ -72,6 +83,8 @@ class Agent:
         self._child_env = {key: value for key, value in os.environ.items() if key != "SANDBOX_SESSION_AGENT"}
         self._forks: _Forks | None = None
         self._forks_lock = threading.Lock()
+        self._kernel: _Kernel | None = None  # a stateful session's interpreter, started at its first call
+        self._kernel_lock = threading.Lock()
 
     def forks(self) -> _Forks | None:
         """The fork server, (re)started if need be; None if it cannot run (children are spawned then)."""
@@ -106,14 +119,34 @@ class Agent:
                 self.send({"type": "error", "id": message.get("id"), "message": f"unknown message type {kind!r}"})
 
     def _exec(self, message: dict[str, Any]) -> None:
+        emit = None
+        if message.get("stream"):  # output messages as it comes, before the result
+
+            def emit(stream: str, text: str) -> None:
+                with contextlib.suppress(OSError):
+                    self.send({"type": "output", "id": message.get("id"), "stream": stream, "data": text})
+
         try:
-            forks = self.forks() if message.get("runner") and message.get("path") else None
-            reply = run(message, self._child_env, forks)
+            if message.get("stateful") and message.get("path"):
+                reply = self._stateful(message, emit)
+            else:
+                forks = self.forks() if message.get("runner") and message.get("path") else None
+                reply = run(message, self._child_env, forks, emit)
         except Exception as exc:  # never leave the service waiting for an answer
             reply = {"type": "error", "message": f"{type(exc).__name__}: {exc}"}
         reply["id"] = message.get("id")
         with contextlib.suppress(OSError):  # the service has gone; the sandbox goes with it
             self.send(reply)
+
+    def _stateful(self, message: dict[str, Any], emit: Callable[[str, str], None] | None) -> dict[str, Any]:
+        """Run a stateful session's code in its kernel, started if there is none (or it was reset)."""
+        with self._kernel_lock:
+            if self._kernel is None:
+                self._kernel = _Kernel(self._child_env)
+            reply = self._kernel.call(message, emit)
+            if reply.get("reset"):
+                self._kernel = None
+            return reply
 
 
 class _Child:
@@ -212,7 +245,12 @@ class _Forks:
         self.sock.close()
 
 
-def run(message: dict[str, Any], base_env: dict[str, str], forks: _Forks | None = None) -> dict[str, Any]:
+def run(
+    message: dict[str, Any],
+    base_env: dict[str, str],
+    forks: _Forks | None = None,
+    emit: Callable[[str, str], None] | None = None,
+) -> dict[str, Any]:
     """Run one exec message to its end (or its timeout); the result message. A runner exec goes to the
     fork server when there is one, else (and every other exec) is spawned."""
     timeout = float(message.get("timeout") or 300)
@@ -242,7 +280,8 @@ def run(message: dict[str, Any], base_env: dict[str, str], forks: _Forks | None 
     if len(ours) == 4:
         event = json.dumps(message.get("event"), ensure_ascii=False).encode("utf-8", "replace")
         threading.Thread(target=_feed, args=(ours[2], event), daemon=True).start()
-    out, err, outcome = _Capture(limit), _Capture(limit), _Capture(_OUTCOME_LIMIT)
+    out, err = _captures(limit, emit)
+    outcome = _Capture(_OUTCOME_LIMIT)
     captures = {out_r: out, err_r: err}
     if len(ours) == 4:
         captures[ours[3]] = outcome
@@ -258,12 +297,7 @@ def run(message: dict[str, Any], base_env: dict[str, str], forks: _Forks | None 
         "exit_code": 128 - code if code < 0 else code,
         "signal": -code if code < 0 else None,
         "timed_out": timed_out,
-        "stdout": out.text(),
-        "stderr": err.text(),
-        "stdout_bytes": out.size,
-        "stderr_bytes": err.size,
-        "stdout_truncated": out.size > out.limit,
-        "stderr_truncated": err.size > err.limit,
+        **_output_reply(out, err),
         "duration": round(duration, 6),
         "cpu_time": round(cpu, 6),
         "outcome": None,
@@ -279,6 +313,140 @@ def run(message: dict[str, Any], base_env: dict[str, str], forks: _Forks | None 
             except ValueError:
                 reply["outcome"] = None
     return reply
+
+
+def _captures(limit: int, emit: Callable[[str, str], None] | None) -> tuple[_Capture, _Capture]:
+    if emit is None:
+        return _Capture(limit), _Capture(limit)
+    return _Capture(limit, lambda text: emit("stdout", text)), _Capture(limit, lambda text: emit("stderr", text))
+
+
+def _output_reply(out: _Capture, err: _Capture) -> dict[str, Any]:
+    return {
+        "stdout": out.text(),
+        "stderr": err.text(),
+        "stdout_bytes": out.size,
+        "stderr_bytes": err.size,
+        "stdout_truncated": out.size > out.limit,
+        "stderr_truncated": err.size > err.limit,
+    }
+
+
+class _Kernel:
+    """A stateful session's interpreter (session_kernel.py): one process, its own process group, fed
+    one call at a time over a Unix socket; killed (and so reset) at a call's timeout."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        package = __name__.rpartition(".")[0]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        launch = (
+            f"import sys; sys.path.insert(0, {root!r}); from {package}.session_kernel import serve; "
+            f"del sys.path[0]; serve({theirs.fileno()})"
+        )
+        import subprocess
+
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", launch], env=env, cwd=WORKSPACE if os.path.isdir(WORKSPACE) else "/",
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),), start_new_session=True,
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        _expendable(self.proc.pid)
+        self.pidfd = os.pidfd_open(self.proc.pid)
+        self.sock = ours
+
+    def call(self, message: dict[str, Any], emit: Callable[[str, str], None] | None) -> dict[str, Any]:
+        import selectors
+
+        timeout = float(message.get("timeout") or 300)
+        limit = int(message.get("max_output") or 1024 * 1024)
+        started = time.monotonic()
+        deadline = started + timeout
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        request = {"path": str(message["path"]), "args": [str(a) for a in message.get("args") or []],
+                   "event": message.get("event"), "context": message.get("context") or {}}  # fmt: skip
+        data = json.dumps(request, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+        dead = False
+        try:
+            socket.send_fds(self.sock, [b"x"], [out_w, err_w])
+            threading.Thread(target=self._send, args=(data,), daemon=True).start()
+        except OSError:
+            dead = True
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        out, err = _captures(limit, emit)
+        captures = {out_r: out, err_r: err}
+        answer = b""
+        reply_line: bytes | None = None
+        timed_out = False
+        selector = selectors.DefaultSelector()
+        for fd in captures:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        selector.register(self.sock, selectors.EVENT_READ)
+        selector.register(self.pidfd, selectors.EVENT_READ)
+        try:
+            while not dead and reply_line is None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    timed_out = True
+                    break
+                for key, _ in selector.select(wait):
+                    if key.fd == self.pidfd:
+                        dead = True
+                    elif key.fileobj is self.sock:
+                        try:
+                            chunk = self.sock.recv(1 << 20)
+                        except OSError:
+                            chunk = b""
+                        if not chunk:
+                            dead = True
+                        answer += chunk
+                        if answer.endswith(b"\n"):
+                            reply_line = answer
+                    elif not _read(key.fd, captures[key.fd]):
+                        selector.unregister(key.fd)
+            reset = reply_line is None
+            if reset:
+                _kill_group(self.proc.pid)
+                _, status, usage = os.wait4(self.proc.pid, 0)
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self.sock.close()
+                os.close(self.pidfd)
+            for fd, capture in captures.items():
+                while _read(fd, capture):
+                    pass
+        finally:
+            selector.close()
+            for fd in captures:
+                os.close(fd)
+        reply: dict[str, Any] = {"type": "result", "timed_out": timed_out, "reset": reset, "stateful": True,
+                                 "signal": None, "outcome": None, "forked": False}  # fmt: skip
+        if reply_line is not None:
+            try:
+                answered = json.loads(reply_line)
+            except ValueError:
+                answered = {}
+            reply["exit_code"] = int(answered.get("exit_code") or 0)
+            reply["outcome"] = answered.get("outcome")
+            reply["cpu_time"] = round(float(answered.get("cpu_time") or 0), 6)
+        else:
+            code = os.waitstatus_to_exitcode(status)
+            reply["exit_code"] = 128 - code if code < 0 else code
+            reply["signal"] = -code if code < 0 else None
+            reply["cpu_time"] = round(usage.ru_utime + usage.ru_stime, 6)
+        reply.update(_output_reply(out, err))
+        reply["duration"] = round(time.monotonic() - started, 6)
+        return reply
+
+    def _send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(data)
 
 
 def _start(message: dict[str, Any], env: dict[str, str], cwd: str, fds: list[int], forks: _Forks | None) -> _Child:

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ class AgentChannel:
         self._writer = writer
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._listeners: dict[int, Callable[[dict[str, Any]], None]] = {}  # "output" messages, by request id
         self.hello: dict[str, Any] = {}
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._reading: asyncio.Task[None] | None = None
@@ -50,13 +52,18 @@ class AgentChannel:
         self.hello = hello
         self._reading = asyncio.get_running_loop().create_task(self._read_forever())
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send `message` (given an id here) and wait for its reply; AgentGone if the channel closes first."""
+    async def request(
+        self, message: dict[str, Any], on_output: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Send `message` (given an id here) and wait for its reply; AgentGone if the channel closes first.
+        `on_output` gets the `{"type": "output", ...}` messages the agent sends for it meanwhile."""
         if self.closed.done():
             raise AgentGone(self.closed.result())
         message_id = next(self._ids)
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = reply
+        if on_output is not None:
+            self._listeners[message_id] = on_output
         try:
             self._writer.write(_encode({**message, "id": message_id}) + b"\n")
             await self._writer.drain()
@@ -66,6 +73,7 @@ class AgentChannel:
             raise AgentGone(str(exc)) from None
         finally:
             self._waiting.pop(message_id, None)
+            self._listeners.pop(message_id, None)
 
     async def _read_forever(self) -> None:
         reason = "the agent closed its connection"
@@ -78,6 +86,11 @@ class AgentChannel:
                 if message is None:
                     reason = f"the agent sent a malformed line: {line[:200]!r}"
                     break
+                if message.get("type") == "output":
+                    listener = self._listeners.get(message.get("id"))  # type: ignore[arg-type]
+                    if listener is not None:
+                        listener(message)
+                    continue
                 waiting = self._waiting.get(message.get("id"))  # type: ignore[arg-type]
                 if waiting is not None and not waiting.done():
                     waiting.set_result(message)

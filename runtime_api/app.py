@@ -19,9 +19,11 @@ from .control import ControlPlane
 from .control import routes as control_routes
 from .errors import LambdaServiceError, MethodNotAllowedException, ServiceException, UnknownOperationException
 from .events import EventQueue
+from .heartbeat import Heartbeat
 from .invoke import invoke, invoke_async, invoke_with_response_stream
 from .logs import get_logger
 from .mcp_http import MCPEndpoint
+from .metrics import CONTENT_TYPE_LATEST
 from .service import Service, StartupError
 from .session_routes import routes as session_routes
 
@@ -85,6 +87,11 @@ async def health(request: Request) -> Response:
     )
 
 
+async def metrics(request: Request) -> Response:
+    service: Service = request.app.state.service
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 def create_app(service: Service) -> Starlette:
     settings = service.settings
     control = ControlPlane(service, Store(settings.data_dir))
@@ -99,10 +106,16 @@ def create_app(service: Service) -> Starlette:
         app.state.service = service
         app.state.control = control
         app.state.events = EventQueue(service, retry_delay=settings.event_retry_delay_seconds, control=control)
+        heartbeat = None
         try:
             await service.start()
+            if settings.heartbeat_url:
+                heartbeat = Heartbeat(service, settings.heartbeat_url, settings.heartbeat_interval_seconds)
+                heartbeat.start()
             yield
         finally:
+            if heartbeat is not None:
+                await heartbeat.close()
             await mcp.close()
             await app.state.events.drain(settings.shutdown_timeout_seconds)
             await control.close()
@@ -120,6 +133,7 @@ def create_app(service: Service) -> Starlette:
             Route("/2014-11-13/functions/{function_name:path}/invoke-async", invoke_async, methods=["POST"]),
             Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/mcp", mcp),
             *session_routes(),  # /workspace/se/...: agent sessions
             *control_routes(),

@@ -88,6 +88,9 @@ class Settings:
     # AWS identity the service presents.
     region: str = field(default="us-east-1", metadata={"env": "SANDBOX_REGION"})
     account_id: str = field(default="123456789012", metadata={"env": "SANDBOX_ACCOUNT_ID"})
+    # Heartbeat: POST the service's status and capacity to this URL every interval seconds ("" = off).
+    heartbeat_url: str = field(default="", metadata={"env": "SANDBOX_HEARTBEAT_URL"})
+    heartbeat_interval_seconds: float = field(default=30.0, metadata={"env": "SANDBOX_HEARTBEAT_INTERVAL"})
     # Logging.
     log_level: str = field(default="info", metadata={"env": "SANDBOX_LOG_LEVEL"})
     log_format: str = field(default="auto", metadata={"env": "SANDBOX_LOG_FORMAT"})  # auto | json | console
@@ -138,6 +141,10 @@ class Settings:
             raise ConfigError("SANDBOX_MAX_CONCURRENCY must be at least 1")
         if self.max_environments < 1:
             raise ConfigError("SANDBOX_MAX_ENVIRONMENTS must be at least 1")
+        if self.heartbeat_interval_seconds <= 0:
+            raise ConfigError("SANDBOX_HEARTBEAT_INTERVAL must be above 0")
+        if self.heartbeat_url and not self.heartbeat_url.startswith(("http://", "https://")):
+            raise ConfigError(f"SANDBOX_HEARTBEAT_URL must be an http:// or https:// URL, got {self.heartbeat_url!r}")
         if self.log_format not in {"auto", "json", "console"}:
             raise ConfigError(f"SANDBOX_LOG_FORMAT must be auto, json or console, got {self.log_format!r}")
 

@@ -74,6 +74,7 @@ __all__ = [
     "SessionFileNotFoundError",
     "SessionInfo",
     "SessionNotFoundError",
+    "StreamEvent",
     "SyncSandboxClient",
     "UploadResult",
 ]
@@ -96,6 +97,7 @@ class ExecutionResult:
     error: dict[str, Any] | None = None
     resource_usage: dict[str, Any] = field(default_factory=dict)
     execution_id: str = ""
+    reset: bool | None = None  # a stateful session's: whether its interpreter was reset (None: stateless)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -114,8 +116,19 @@ class ExecutionResult:
             error=data.get("error"),
             resource_usage=dict(data.get("resource_usage") or {}),
             execution_id=str(data.get("execution_id", "")),
+            reset=data.get("reset") if isinstance(data.get("reset"), bool) else None,
             raw=data,
         )
+
+
+@dataclass
+class StreamEvent:
+    """One event of a streamed execution: `type` "stdout" or "stderr" with `data` the text produced, or
+    the last one, "result", with `result` the ExecutionResult. (An error ends the stream by raising.)"""
+
+    type: str
+    data: str = ""
+    result: ExecutionResult | None = None
 
 
 @dataclass
@@ -218,11 +231,15 @@ class SandboxClient:
         cpu_quota: float | None = None,
         memory_limit: int | None = None,
         timeout: float | None = None,
+        stateful: bool | None = None,
     ) -> SessionInfo:
         """Start a session (`session_id`, or a new id). `memory_limit` is in KB; `timeout` is the default
-        timeout of its executions, in seconds. Unset limits are the service's SANDBOX_* defaults."""
+        timeout of its executions, in seconds. Unset limits are the service's SANDBOX_* defaults.
+        `stateful=True` keeps one Python interpreter alive for execute_code: variables and imports persist
+        between calls (a timeout or crash resets it: the result's `reset`, or the error's details, say so)."""
         session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
-        body = _present(allow_network=allow_network, cpu_quota=cpu_quota, memory_limit=memory_limit, timeout=timeout)
+        body = _present(allow_network=allow_network, cpu_quota=cpu_quota, memory_limit=memory_limit, timeout=timeout,
+                        stateful=stateful)  # fmt: skip
         return SessionInfo.from_data(await self._call("POST", f"/session/{_id(session_id)}", json=body))
 
     async def close_session(self, session_id: str) -> None:
@@ -275,6 +292,59 @@ class SandboxClient:
         body = _present(command=command, args=args, timeout=timeout)
         data = await self._call("POST", f"/execute/{_id(session_id)}", json=body, timeout=self._long(timeout))
         return ExecutionResult.from_data(data)
+
+    async def execute_code_stream(
+        self,
+        session_id: str,
+        code: str,
+        *,
+        event: Any = None,
+        timeout: float | None = None,
+        filename: str | None = None,
+        args: list[str] | None = None,
+        script_type: str | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """execute_code, streamed: StreamEvents "stdout"/"stderr" as the code prints, then "result". An
+        error (a timeout, ...) raises its SessionError, after the output that came before it."""
+        body = _present(code=code, event=event, timeout=timeout, filename=filename, args=args, script_type=script_type)
+        async for item in self._stream(f"/execute_code/{_id(session_id)}", body, timeout):
+            yield item
+
+    async def execute_stream(
+        self, session_id: str, command: str, *, args: list[str] | None = None, timeout: float | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """execute, streamed: StreamEvents "stdout"/"stderr" as the command prints, then "result"."""
+        body = _present(command=command, args=args, timeout=timeout)
+        async for item in self._stream(f"/execute/{_id(session_id)}", body, timeout):
+            yield item
+
+    async def _stream(self, path: str, body: dict[str, Any], timeout: float | None) -> AsyncIterator[StreamEvent]:
+        body = {**body, "stream": True}
+        headers = {"accept": "text/event-stream"}
+        async with self._http.stream(
+            "POST", SESSIONS + path, json=body, headers=headers, timeout=self._long(timeout)
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _error(response)
+            kind, lines = "message", []
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    lines.append(line[5:].removeprefix(" "))
+                elif not line and lines:
+                    data = json.loads("\n".join(lines))
+                    lines = []
+                    if kind == "error":
+                        raise error_from_body(response.status_code, {"error": data})
+                    if kind == "result":
+                        envelope = data.get("data") if isinstance(data, dict) else None
+                        yield StreamEvent("result", result=ExecutionResult.from_data(envelope or {}))
+                        return
+                    if kind in ("stdout", "stderr"):
+                        yield StreamEvent(kind, data=str(data))
+            raise SessionError("the stream ended without a result")
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -414,6 +484,12 @@ class SandboxSession:
 
     async def execute(self, command: str, **kwargs: Any) -> ExecutionResult:
         return await self.client.execute(self.id, command, **kwargs)
+
+    def execute_code_stream(self, code: str, **kwargs: Any) -> AsyncIterator[StreamEvent]:
+        return self.client.execute_code_stream(self.id, code, **kwargs)
+
+    def execute_stream(self, command: str, **kwargs: Any) -> AsyncIterator[StreamEvent]:
+        return self.client.execute_stream(self.id, command, **kwargs)
 
     async def upload_file(self, file: Any, **kwargs: Any) -> UploadResult:
         return await self.client.upload_file(self.id, file, **kwargs)

@@ -24,12 +24,13 @@ from . import build
 from .capacity import Capacity
 from .config import Settings
 from .environment import Environment
-from .errors import InvalidRuntimeException, ResourceConflictException
+from .errors import InvalidRuntimeException, ResourceConflictException, TooManyRequestsException
 from .extensions import extensions_disabled, external_extensions, launcher_command
 from .functions import LATEST, FunctionRegistry, FunctionSpec
 from .invocation import Invocation, InvocationResult
 from .lambda_env import function_environment, reserved_variables
 from .logs import get_logger
+from .metrics import Metrics
 from .output import LogSink
 from .pool import FunctionPool
 from .reload import HotReloader, start_hot_reload
@@ -137,6 +138,8 @@ class Service:
         self._build_warned: dict[tuple[str, Path | None], tuple[str, str | None]] = {}
         self.reloader: HotReloader | None = None
         self.sessions = SessionManager(settings)  # agent sessions (`sessions.py`), served from `start`
+        self.metrics = Metrics(self)  # GET /metrics (`metrics.py`)
+        self.sessions.observer = self.metrics
         self._session_launch: RuntimeLaunch | None = None
         self._session_problem: str | None = None
 
@@ -615,7 +618,17 @@ class Service:
     async def invoke(self, invocation: Invocation) -> InvocationResult:
         if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
             await reloading  # its code changed: the new code serves this invocation
-        return await self.pool_for(invocation.function).invoke(invocation)
+        pool = self.pool_for(invocation.function)
+        try:
+            result = await pool.invoke(invocation)
+        except TooManyRequestsException:
+            self.metrics.refused(invocation.function.name, "throttled")
+            raise
+        except Exception:
+            self.metrics.refused(invocation.function.name, "service_error")
+            raise
+        self.metrics.invoked(invocation.function.name, result)
+        return result
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -164,6 +164,7 @@ class ExecutionResult(Mapping[str, Any]):
     stderr_truncated: bool = False
     resource_usage: dict[str, Any] = field(default_factory=dict)
     execution_id: str = ""
+    reset: bool | None = None  # a stateful session's execution: whether its interpreter was reset (None: stateless)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -183,6 +184,8 @@ class ExecutionResult(Mapping[str, Any]):
         data["stderr_truncated"] = self.stderr_truncated
         data["resource_usage"] = self.resource_usage
         data["execution_id"] = self.execution_id
+        if self.reset is not None:
+            data["reset"] = self.reset
         return data
 
     def problem(self, memory_limit_kb: int) -> SessionError | None:
@@ -221,6 +224,7 @@ class Session:
         self.last_activity = time.monotonic()
         self.executions = 0
         self.busy = False
+        self.stateful = False  # execute_code's Python runs in one interpreter kept alive (the agent's kernel)
         self.exit_status: int | None = None
         self.on_end: Callable[[Session, str], None] | None = None  # the sandbox ended (not by `stop`)
         self._launcher = launcher
@@ -354,9 +358,12 @@ class Session:
 
     # -- executions -----------------------------------------------------------------------------
 
-    async def run(self, message: dict[str, Any], timeout: float) -> ExecutionResult:
+    async def run(
+        self, message: dict[str, Any], timeout: float, on_output: Callable[[str, str], None] | None = None
+    ) -> ExecutionResult:
         """Run one exec message (argv, and for the runner its event) to its end or its timeout; how it
-        went is in the result. Raises AgentGone (the sandbox ended meanwhile), ExecutionTimeoutError
+        went is in the result. `on_output(stream, text)` gets stdout and stderr as they come.
+        Raises AgentGone (the sandbox ended meanwhile), ExecutionTimeoutError
         (the agent stopped answering: the session ends), InternalError (it could not start)."""
         async with self._lock:
             if self._channel is None or not self.alive:
@@ -374,9 +381,18 @@ class Session:
                     "deadline": time.time() + timeout,
                 },
             }
+            listener = None
+            if on_output is not None:
+                message["stream"] = True
+
+                def listener(output: dict[str, Any]) -> None:
+                    stream, text = output.get("stream"), output.get("data")
+                    if stream in ("stdout", "stderr") and isinstance(text, str):
+                        on_output(stream, text)
+
             before = self.sandbox.limit_events()
             try:
-                reply = await asyncio.wait_for(self._channel.request(message), timeout + _AGENT_GRACE)
+                reply = await asyncio.wait_for(self._channel.request(message, listener), timeout + _AGENT_GRACE)
             except TimeoutError:
                 self.sandbox.kill()  # the agent is stuck (or was replaced): the session cannot be trusted
                 raise ExecutionTimeoutError(
@@ -415,6 +431,7 @@ def _result(reply: dict[str, Any], execution_id: str, peak: int | None) -> Execu
         },
         execution_id=execution_id,
         timed_out=reply.get("timed_out") is True,
+        reset=(reply.get("reset") is True) if reply.get("stateful") is True else None,
     )
     assert isinstance(outcome, dict)
     if "result" in outcome:

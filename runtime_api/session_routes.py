@@ -20,7 +20,7 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from sandbox import WORKSPACE_PATH
@@ -87,11 +87,13 @@ async def create_session(request: Request, manager: SessionManager) -> dict[str,
         cpu_quota=body.get("cpu_quota"),
         memory_limit_kb=body.get("memory_limit"),
         timeout=body.get("timeout"),
+        stateful=body.get("stateful", False),
     )
     status = manager.status(session_id)
     return {
         "session_id": session_id,
         "status": "active",
+        "stateful": session.stateful,
         "created_at": status["created_at"],
         "limits": session.limits.as_dict(),
         "workspace": WORKSPACE_PATH,
@@ -127,34 +129,96 @@ async def unknown(request: Request, manager: SessionManager) -> None:
 # -- executions -------------------------------------------------------------------------------
 
 
-async def execute_code(request: Request, manager: SessionManager) -> dict[str, Any]:
+async def execute_code(request: Request, manager: SessionManager) -> dict[str, Any] | Response:
     session_id = request.path_params["session_id"]
     manager.get(session_id)  # before reading the body
     body = await _json(request)
     if "code" not in body:
         raise InvalidRequestError("code is required")
-    result = await manager.execute_code(
-        session_id,
-        body["code"],
-        event=body.get("event"),
-        timeout=body.get("timeout"),
-        filename=body.get("filename"),
-        args=body.get("args") or (),
-        script_type=body.get("script_type") or "python",
-    )
-    return _outcome(manager, session_id, result)
+
+    def run(on_output: OutputCallback | None) -> Awaitable[ExecutionResult]:
+        return manager.execute_code(
+            session_id,
+            body["code"],
+            event=body.get("event"),
+            timeout=body.get("timeout"),
+            filename=body.get("filename"),
+            args=body.get("args") or (),
+            script_type=body.get("script_type") or "python",
+            on_output=on_output,
+        )
+
+    if _wants_stream(request, body):
+        return _stream(request, manager, session_id, run)
+    return _outcome(manager, session_id, await run(None))
 
 
-async def execute(request: Request, manager: SessionManager) -> dict[str, Any]:
+async def execute(request: Request, manager: SessionManager) -> dict[str, Any] | Response:
     session_id = request.path_params["session_id"]
     manager.get(session_id)
     body = await _json(request)
     if "command" not in body:
         raise InvalidRequestError("command is required")
-    result = await manager.execute(
-        session_id, body["command"], args=body.get("args") or (), timeout=body.get("timeout")
-    )
-    return _outcome(manager, session_id, result)
+
+    def run(on_output: OutputCallback | None) -> Awaitable[ExecutionResult]:
+        return manager.execute(
+            session_id, body["command"], args=body.get("args") or (), timeout=body.get("timeout"), on_output=on_output
+        )
+
+    if _wants_stream(request, body):
+        return _stream(request, manager, session_id, run)
+    return _outcome(manager, session_id, await run(None))
+
+
+# -- streaming (Server-Sent Events) -------------------------------------------------------------
+
+OutputCallback = Callable[[str, str], None]
+_STREAMS: set[asyncio.Task[Any]] = set()  # executions whose client went away: they run to their end
+
+
+def _wants_stream(request: Request, body: dict[str, Any]) -> bool:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequestError("stream must be a boolean")
+    return stream is True or (stream is None and "text/event-stream" in request.headers.get("accept", ""))
+
+
+def _stream(
+    request: Request,
+    manager: SessionManager,
+    session_id: str,
+    run: Callable[[OutputCallback | None], Awaitable[ExecutionResult]],
+) -> StreamingResponse:
+    """The execution as Server-Sent Events: `stdout` and `stderr` (data: a JSON string, the text) as
+    they are produced, then one `result` (data: the usual `{"success": true, "data": ...}`) or one
+    `error` (data: `{"code", "message", "details"?}`)."""
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    async def execution() -> None:
+        try:
+            result = await run(lambda stream, text: queue.put_nowait((stream, text)))
+            queue.put_nowait(("result", {"success": True, "data": _outcome(manager, session_id, result)}))
+        except SessionError as exc:
+            queue.put_nowait(("error", exc.body()["error"]))
+        except Exception:
+            log.exception("sessions.request_failed", path=request.url.path, request_id=request.state.request_id)
+            queue.put_nowait(
+                ("error", InternalError("An internal error occurred; see the service log.").body()["error"])
+            )
+
+    async def events() -> AsyncGenerator[bytes, None]:
+        task = asyncio.get_running_loop().create_task(execution())
+        _STREAMS.add(task)
+        task.add_done_callback(_STREAMS.discard)
+        while True:
+            kind, data = await queue.get()
+            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+            yield f"event: {kind}\ndata: {text}\n\n".encode("utf-8", "replace")
+            if kind in ("result", "error"):
+                return
+
+    headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
 def _outcome(manager: SessionManager, session_id: str, result: ExecutionResult) -> dict[str, Any]:

@@ -22,12 +22,14 @@ session raise a `session_errors` class (an unknown session is also a KeyError, r
 ValueError, a missing file a FileNotFoundError); how an execution went (a timeout, a limit reached, a
 syntax error, a non-zero exit) is data in its ExecutionResult, a read-only mapping:
     create_session(session_id=None, *, allow_network=None, cpu_quota=None, memory_limit_kb=None,
-                   timeout=None) -> str  (an id is made up when none is given; `create` returns the Session)
+                   timeout=None, stateful=False) -> str
+        (an id is made up when none is given; `create` returns the Session)
     get(session_id) -> Session;  status(session_id) -> dict
     close_session(session_id) (also `close`);  close_all() -> [ids]
-    execute_code(session_id, code, *, event=None, timeout=None, filename=None, args=(), script_type="python")
-        -> ExecutionResult
-    execute(session_id, command, *, args=(), timeout=None) -> ExecutionResult
+    execute_code(session_id, code, *, event=None, timeout=None, filename=None, args=(), script_type="python",
+                 on_output=None) -> ExecutionResult
+    execute(session_id, command, *, args=(), timeout=None, on_output=None) -> ExecutionResult
+        (`on_output(stream, text)` gets stdout/stderr as they come: the streaming API)
     write_file(session_id, path, data) -> FileEntry;  upload(session_id, filename, content, *, path=None)
     read_file(session_id, path) -> bytes;  open_file(session_id, path) -> (fd, size)
     list_files(session_id, path="") -> ([FileEntry], truncated)
@@ -43,7 +45,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from sandbox import WORKSPACE_PATH, SandboxError, UidExhausted
 
@@ -76,6 +78,13 @@ log = get_logger("sessions")
 _REMEMBERED = 4096  # ended sessions whose ids still answer SESSION_EXPIRED
 
 
+class SessionObserver(Protocol):
+    """What the metrics (`metrics.Metrics`) are told: a session's end and each execution."""
+
+    def session_ended(self, reason: str, lifetime_s: float) -> None: ...
+    def execution(self, kind: str, outcome: str, seconds: float) -> None: ...
+
+
 class SessionManager:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -88,6 +97,7 @@ class SessionManager:
         pool_size = settings.session_pool_size
         self.pool_size = settings.pool_size if pool_size is None else pool_size
         self.problem: str | None = "the service has not started"  # why sessions cannot run, if they cannot
+        self.observer: SessionObserver | None = None  # the service's metrics
         self.counts = {"created": 0, "created_warm": 0, "closed": 0, "expired": 0, "ended": 0, "executions": 0}
         self._launcher: SessionLauncher | None = None
         self._sessions: dict[str, Session] = {}
@@ -143,6 +153,7 @@ class SessionManager:
         cpu_quota: float | None = None,
         memory_limit_kb: int | None = None,
         timeout: float | None = None,
+        stateful: bool = False,
     ) -> str:
         """Start a session; its id (`session_id`, or a new one)."""
         session_id = session_id or f"session-{uuid.uuid4().hex[:12]}"
@@ -152,6 +163,7 @@ class SessionManager:
             cpu_quota=cpu_quota,
             memory_limit_kb=memory_limit_kb,
             timeout=timeout,
+            stateful=stateful,
         )
         return session_id
 
@@ -163,9 +175,13 @@ class SessionManager:
         cpu_quota: float | None = None,
         memory_limit_kb: int | None = None,
         timeout: float | None = None,
+        stateful: bool = False,
     ) -> Session:
-        """Start a session under `session_id` (a warm spare when the limits are the defaults)."""
+        """Start a session under `session_id` (a warm spare when the limits are the defaults). A `stateful`
+        one runs execute_code's Python in one interpreter kept alive between calls."""
         check_session_id(session_id)
+        if not isinstance(stateful, bool):
+            raise InvalidRequestError("stateful must be a boolean")
         limits = self.limits(
             allow_network=allow_network, cpu_quota=cpu_quota, memory_limit_kb=memory_limit_kb, timeout=timeout
         )
@@ -191,6 +207,7 @@ class SessionManager:
             await session.stop()
             raise InternalError("the service is shutting down")
         session.id = session_id
+        session.stateful = stateful
         session.created_at = time.time()
         session.touch()
         session.on_end = self._on_end
@@ -232,6 +249,7 @@ class SessionManager:
             "session_id": session_id,
             "status": "active",
             "busy": session.busy,
+            "stateful": session.stateful,
             "created_at": iso_time(session.created_at),
             "last_activity": iso_time(last),
             "expires_at": iso_time(last + self.settings.session_idle_timeout_seconds),
@@ -247,7 +265,7 @@ class SessionManager:
         del self._sessions[session_id]
         await session.stop()
         self.counts["closed"] += 1
-        log.info("session.closed", session_id=session_id, **_lifetime(session))
+        log.info("session.closed", session_id=session_id, **self._lifetime(session, "closed"))
 
     async def close_session(self, session_id: str) -> None:
         await self.close(session_id)
@@ -281,6 +299,7 @@ class SessionManager:
         filename: str | None = None,
         args: Sequence[str] = (),
         script_type: str = "python",
+        on_output: Callable[[str, str], None] | None = None,
     ) -> ExecutionResult:
         """Write `code` into the workspace (`filename`, main.py by default) and run it: Python that
         defines `handler` is called with `event` ({} by default) and its return value is the result;
@@ -296,16 +315,25 @@ class SessionManager:
         await self._in_workspace(session, session.workspace.write, parts, code.encode("utf-8", "surrogatepass"))
         path = f"{WORKSPACE_PATH}/{display(parts)}"
         launcher = self._require()
-        if kind == "python":
+        if kind == "python" and session.stateful:  # in the session's kernel, reset after a timeout or crash
+            message = {"type": "exec", "stateful": True, "path": path, "args": arguments,
+                       "event": {} if event is None else event}  # fmt: skip
+        elif kind == "python":
             # Forked by the agent's fork server (`path`, `args`); `argv` runs it when that server is down.
             message = {"type": "exec", "argv": launcher.runner_argv(path, arguments), "runner": True,
                        "path": path, "args": arguments, "event": {} if event is None else event}  # fmt: skip
         else:
             message = {"type": "exec", "argv": [self._shell, path, *arguments]}
-        return await self._run(session, "execute_code", message, seconds)
+        return await self._run(session, "execute_code", message, seconds, on_output)
 
     async def execute(
-        self, session_id: str, command: str, *, args: Sequence[str] = (), timeout: float | None = None
+        self,
+        session_id: str,
+        command: str,
+        *,
+        args: Sequence[str] = (),
+        timeout: float | None = None,
+        on_output: Callable[[str, str], None] | None = None,
     ) -> ExecutionResult:
         """Run a shell command line (bash, else sh) in /workspace; `args` are appended, each quoted."""
         session = self.get(session_id)
@@ -314,20 +342,30 @@ class SessionManager:
             raise InvalidRequestError("command must be a non-empty string")
         line = command + "".join(" " + shlex.quote(arg) for arg in arguments_of(args))
         seconds = session.limits.timeout if timeout is None else execution_timeout(timeout)
-        return await self._run(session, "execute", {"type": "exec", "argv": [self._shell, "-c", line]}, seconds)
+        message = {"type": "exec", "argv": [self._shell, "-c", line]}
+        return await self._run(session, "execute", message, seconds, on_output)
 
-    async def _run(self, session: Session, kind: str, message: dict[str, Any], timeout: float) -> ExecutionResult:
+    async def _run(
+        self,
+        session: Session,
+        kind: str,
+        message: dict[str, Any],
+        timeout: float,
+        on_output: Callable[[str, str], None] | None = None,
+    ) -> ExecutionResult:
         self.counts["executions"] += 1
         started = time.perf_counter()
         fields: dict[str, Any] = {"session_id": session.id, "kind": kind, "timeout": timeout}
         try:
-            result = await session.run(message, timeout)
+            result = await session.run(message, timeout, on_output)
         except AgentGone:
             error: SessionError = await self._gone(session)
-            log.warning("session.execution", **fields, error=error.code, detail=error.message, **_took(started))
+            log.warning("session.execution", **fields, error=error.code, detail=error.message,
+                        **self._took(kind, error.code.lower(), started))  # fmt: skip
             raise error from None
         except SessionError as exc:
-            log.warning("session.execution", **fields, error=exc.code, detail=exc.message, **_took(started))
+            log.warning("session.execution", **fields, error=exc.code, detail=exc.message,
+                        **self._took(kind, exc.code.lower(), started))  # fmt: skip
             raise
         log.info(
             "session.execution",
@@ -338,9 +376,21 @@ class SessionManager:
             limit=result.limit,
             stdout_bytes=len(result.stdout),
             stderr_bytes=len(result.stderr),
-            **_took(started),
+            **self._took(kind, _outcome(result), started),
         )
         return result
+
+    def _took(self, kind: str, outcome: str, started: float) -> dict[str, float]:
+        took = _took(started)
+        if self.observer is not None:
+            self.observer.execution(kind, outcome, took["duration_ms"] / 1000)
+        return took
+
+    def _lifetime(self, session: Session, reason: str) -> dict[str, Any]:
+        lifetime = _lifetime(session)
+        if self.observer is not None:
+            self.observer.session_ended(reason, lifetime["lifetime_s"])
+        return lifetime
 
     async def _gone(self, session: Session) -> SessionError:
         """Why an execution's session went away under it."""
@@ -465,7 +515,7 @@ class SessionManager:
         del self._sessions[session.id]
         self._remember(session.id, f"Session '{session.id}' has ended: {reason}")
         self.counts["ended"] += 1
-        log.warning("session.ended", session_id=session.id, reason=reason, **_lifetime(session))
+        log.warning("session.ended", session_id=session.id, reason=reason, **self._lifetime(session, "ended"))
         self._spawn(session.stop())
 
     async def _reap_forever(self) -> None:
@@ -486,7 +536,7 @@ class SessionManager:
         idle = self.settings.session_idle_timeout_seconds
         self._remember(session_id, f"Session '{session_id}' expired after {idle:g} seconds without activity")
         self.counts["expired"] += 1
-        log.info("session.expired", session_id=session_id, idle_timeout=idle, **_lifetime(session))
+        log.info("session.expired", session_id=session_id, idle_timeout=idle, **self._lifetime(session, "expired"))
         await session.stop()
 
     def _remember(self, session_id: str, why: str) -> None:
@@ -498,6 +548,14 @@ class SessionManager:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _outcome(result: ExecutionResult) -> str:
+    if result.timed_out:
+        return "timeout"
+    if result.limit:
+        return "limit"
+    return "success" if result.exit_code == 0 else "exit_error"
 
 
 def _took(started: float) -> dict[str, float]:

@@ -1,0 +1,225 @@
+"""Prometheus metrics (`GET /metrics`): one registry per service, so services in one process don't clash.
+
+Counters and histograms move where things finish (`Service.invoke`, the session manager's `observe`
+hook); what is a state rather than an event (environments by state, the machine budget, live sessions)
+is read from the pools and the session manager at scrape time, so it can never drift.
+
+The invoke path is kept cheap: each function's label children are made once and cached, so an
+invocation costs a dict lookup, a counter increment and one or two histogram observations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .invocation import InvocationResult
+    from .service import Service
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "invocation_outcome"]
+
+# Error types the platform (not the function's code) produces: a bounded set, each its own outcome.
+# Any other error type is the function's (what its runtime posted: Runtime.Unknown for an exception,
+# Runtime.ImportModuleError, ...) and counts as function_error, which keeps the label set bounded.
+PLATFORM_ERRORS = frozenset(
+    {
+        "Sandbox.Timedout",
+        "Runtime.ExitError",
+        "Runtime.OutOfMemory",
+        "Runtime.TruncatedResponse",
+        "Function.ResponseSizeTooLarge",
+        "Extension.Crash",
+        "Extension.ExitError",
+        "Extension.InitError",
+    }
+)
+
+_INVOKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_INIT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SESSION_BUCKETS = (1, 10, 30, 60, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+_EXECUTION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+def invocation_outcome(error_type: str | None) -> str:
+    """success, function_error, or the platform's error type (Sandbox.Timedout, Runtime.OutOfMemory, ...)."""
+    if not error_type:
+        return "success"
+    if error_type in PLATFORM_ERRORS:
+        return error_type
+    return "function_error"
+
+
+class _FunctionMetrics:
+    """One function's label children, made once."""
+
+    __slots__ = ("_invocations", "cold_starts", "duration", "init_duration", "name", "outcomes")
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.name = name
+        self._invocations = metrics.invocations
+        self.outcomes: dict[str, Any] = {}
+        self.duration = metrics.invocation_duration.labels(name)
+        self.init_duration = metrics.init_duration.labels(name)
+        self.cold_starts = metrics.cold_starts.labels(name)
+
+    def outcome(self, outcome: str) -> Any:
+        child = self.outcomes.get(outcome)
+        if child is None:
+            child = self.outcomes[outcome] = self._invocations.labels(self.name, outcome)
+        return child
+
+
+class Metrics:
+    def __init__(self, service: Service) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.invocations = Counter(
+            "sandbox_invocations",
+            "Invocations that reached a function's pool, by outcome: success, function_error, a platform "
+            "error type (Sandbox.Timedout, Runtime.ExitError, Runtime.OutOfMemory, ...), throttled, service_error.",
+            ["function", "outcome"],
+            registry=registry,
+        )
+        self.invocation_duration = Histogram(
+            "sandbox_invocation_duration_seconds",
+            "Invocation duration (START to the runtime's answer, as in REPORT), answered invocations only.",
+            ["function"],
+            buckets=_INVOKE_BUCKETS,
+            registry=registry,
+        )
+        self.cold_starts = Counter(
+            "sandbox_cold_starts",
+            "Invocations that waited for a new environment's init (their REPORT has an Init Duration).",
+            ["function"],
+            registry=registry,
+        )
+        self.init_duration = Histogram(
+            "sandbox_init_duration_seconds",
+            "Init duration of the environments that served a cold start.",
+            ["function"],
+            buckets=_INIT_BUCKETS,
+            registry=registry,
+        )
+        self.session_duration = Histogram(
+            "sandbox_session_duration_seconds",
+            "Lifetime of sessions that ended, by how: closed, expired, ended (their sandbox died).",
+            ["reason"],
+            buckets=_SESSION_BUCKETS,
+            registry=registry,
+        )
+        self.executions = Counter(
+            "sandbox_session_executions",
+            "Session executions by outcome: success, exit_error (non-zero exit), timeout, limit, or the "
+            "session error code in lower case.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.execution_duration = Histogram(
+            "sandbox_session_execution_duration_seconds",
+            "Session execution duration (as the service saw it), by kind: execute_code, execute.",
+            ["kind"],
+            buckets=_EXECUTION_BUCKETS,
+            registry=registry,
+        )
+        registry.register(_StateCollector(service))
+        self._functions: dict[str, _FunctionMetrics] = {}
+
+    def _function(self, name: str) -> _FunctionMetrics:
+        metrics = self._functions.get(name)
+        if metrics is None:
+            metrics = self._functions[name] = _FunctionMetrics(self, name)
+        return metrics
+
+    # -- invocations (the hot path) -------------------------------------------------------------
+
+    def invoked(self, name: str, result: InvocationResult) -> None:
+        metrics = self._functions.get(name) or self._function(name)
+        metrics.outcome(invocation_outcome(result.error_type)).inc()
+        metrics.duration.observe(result.duration_ms / 1000)
+        if result.init_duration_ms is not None:
+            metrics.cold_starts.inc()
+            metrics.init_duration.observe(result.init_duration_ms / 1000)
+
+    def refused(self, name: str, outcome: str) -> None:
+        """An invocation the pool did not answer: throttled, or service_error."""
+        (self._functions.get(name) or self._function(name)).outcome(outcome).inc()
+
+    # -- sessions (SessionManager.observer) -----------------------------------------------------
+
+    def session_ended(self, reason: str, lifetime_s: float) -> None:
+        """A session ended: closed, expired, or ended (its sandbox died)."""
+        self.session_duration.labels(reason).observe(lifetime_s)
+
+    def execution(self, kind: str, outcome: str, seconds: float) -> None:
+        """A session execution finished: success, exit_error, timeout, limit, or an error code."""
+        self.executions.labels(outcome).inc()
+        self.execution_duration.labels(kind).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    """States read at scrape time: environments by function and state, the machine budget, sessions."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def describe(self) -> list[Any]:
+        return []  # collected only at scrape time (no auto-describe against the service)
+
+    def collect(self) -> Iterator[Any]:
+        service = self._service
+        info = GaugeMetricFamily("sandbox_service_info", "The service's version.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        environments = GaugeMetricFamily(
+            "sandbox_environments", "Execution environments by function and state.", labels=["function", "state"]
+        )
+        queued = GaugeMetricFamily(
+            "sandbox_queued_invocations", "Invocations waiting for an environment.", labels=["function"]
+        )
+        states: dict[tuple[str, str], int] = {}
+        waiting: dict[str, int] = {}
+        for pool in list(service.pools.values()):
+            described = pool.describe()
+            name = pool.function.name
+            for state, count in dict(described["environments"]).items():  # type: ignore[call-overload]
+                states[(name, state)] = states.get((name, state), 0) + count
+            waiting[name] = waiting.get(name, 0) + int(described["queued"])  # type: ignore[call-overload]
+        for (function, state), count in sorted(states.items()):
+            environments.add_metric([function, state], count)
+        for function, count in sorted(waiting.items()):
+            queued.add_metric([function], count)
+        yield environments
+        yield queued
+        yield GaugeMetricFamily(
+            "sandbox_environments_live", "Environments holding a place in the machine budget.",
+            value=service.capacity.live,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "sandbox_environments_limit", "The machine budget of environments (SANDBOX_MAX_ENVIRONMENTS).",
+            value=service.capacity.limit,
+        )  # fmt: skip
+        yield GaugeMetricFamily("sandbox_functions", "Functions served.", value=len(service.registry))
+        sessions = service.sessions.describe()
+        yield GaugeMetricFamily("sandbox_sessions_live", "Open agent sessions.", value=sessions.get("active", 0))
+        limit = sessions.get("limit", 0)
+        yield GaugeMetricFamily("sandbox_sessions_limit", "At most this many open (SANDBOX_MAX_SESSIONS).", value=limit)
+        spares = (sessions.get("pool") or {}).get("ready", 0)
+        yield GaugeMetricFamily("sandbox_session_spares", "Warm session sandboxes ready.", value=spares)
+        for name, help_text in (
+            ("created", "Sessions created."),
+            ("created_warm", "Sessions created from a warm spare."),
+            ("closed", "Sessions closed by a client."),
+            ("expired", "Sessions that expired (idle past SANDBOX_SESSION_IDLE_TIMEOUT)."),
+            ("ended", "Sessions whose sandbox ended by itself (killed, out of memory)."),
+        ):
+            yield CounterMetricFamily(f"sandbox_sessions_{name}", help_text, value=sessions.get(name, 0))

@@ -1,0 +1,214 @@
+"""Operability: GET /metrics (Prometheus text, parsed with prometheus_client's own parser) after real
+invocations and sessions, and the optional heartbeat posting to a small HTTP server of the test's own."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from conftest import FUNCTIONS, ServiceProcess, free_port
+from prometheus_client.parser import text_string_to_metric_families
+from support import wait_for
+
+SE = "/workspace/se"
+
+
+def scrape(service: ServiceProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics: (name, sorted labels) -> value."""
+    response = httpx.get(f"{service.url}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def invoke(client, name: str, payload: dict | None = None) -> dict:
+    response = client.invoke(FunctionName=name, Payload=json.dumps(payload or {}))
+    response["Payload"].read()
+    return response
+
+
+def test_invocation_metrics(start_service):
+    service = start_service(env={"SANDBOX_MAX_ENVIRONMENTS": "7"})
+    client = service.client()
+    before = scrape(service)
+    assert value(before, "sandbox_invocations_total", function="echo", outcome="success") == 0
+    assert value(before, "sandbox_environments_limit") == 7
+
+    for _ in range(3):
+        assert "FunctionError" not in invoke(client, "echo", {"n": 1})
+    assert invoke(client, "fail", {"value": 1})["FunctionError"] == "Unhandled"
+    assert invoke(client, "sleep", {"seconds": 3})["FunctionError"] == "Unhandled"  # Timeout: 1
+    assert invoke(client, "crash", {"status": 3})["FunctionError"] == "Unhandled"
+
+    samples = scrape(service)
+    assert value(samples, "sandbox_invocations_total", function="echo", outcome="success") == 3
+    assert value(samples, "sandbox_invocation_duration_seconds_count", function="echo") == 3
+    assert value(samples, "sandbox_invocation_duration_seconds_bucket", function="echo", le="+Inf") == 3
+    assert value(samples, "sandbox_invocation_duration_seconds_sum", function="echo") > 0
+    # SANDBOX_POOL_SIZE=0: the first echo was a cold start, the other two warm.
+    assert value(samples, "sandbox_cold_starts_total", function="echo") == 1
+    assert value(samples, "sandbox_init_duration_seconds_count", function="echo") == 1
+    assert value(samples, "sandbox_invocations_total", function="fail", outcome="function_error") == 1
+    assert value(samples, "sandbox_invocations_total", function="sleep", outcome="Sandbox.Timedout") == 1
+    assert value(samples, "sandbox_invocation_duration_seconds_count", function="sleep") == 1
+    assert value(samples, "sandbox_invocations_total", function="crash", outcome="Runtime.ExitError") == 1
+    assert value(samples, "sandbox_invocations_total", function="echo", outcome="function_error") == 0
+    # States, read from the pools when scraped: echo's one environment is idle and ready.
+    assert value(samples, "sandbox_environments", function="echo", state="ready") == 1
+    assert 1 <= value(samples, "sandbox_environments_live") <= 7
+    assert value(samples, "sandbox_functions") >= 10
+    assert value(samples, "sandbox_service_info", version=service.health()["version"]) == 1
+
+
+def test_throttled_invocations_are_counted(start_service):
+    service = start_service(env={"SANDBOX_MAX_CONCURRENCY": "1", "SANDBOX_QUEUE_TIMEOUT": "0"})
+    client = service.client()
+    invoke(client, "echo")  # its one environment, started
+    outcomes = []
+
+    def call() -> None:
+        try:
+            invoke(client, "sleep", {"seconds": 0.5})
+            outcomes.append("ok")
+        except client.exceptions.TooManyRequestsException:
+            outcomes.append("throttled")
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    samples = scrape(service)
+    throttled = outcomes.count("throttled")
+    assert throttled >= 1
+    assert value(samples, "sandbox_invocations_total", function="sleep", outcome="throttled") == throttled
+
+
+@pytest.fixture(scope="module")
+def session_service() -> Iterator[ServiceProcess]:
+    running = ServiceProcess(FUNCTIONS / "sessions.yaml", env={"SANDBOX_SESSION_POOL_SIZE": "0"})
+    yield running
+    assert running.stop() == 0
+
+
+def test_session_metrics(session_service):
+    service = session_service
+    before = scrape(service)
+    session_id = f"m-{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=service.url, timeout=60) as http:
+        assert http.post(f"{SE}/session/{session_id}").status_code == 200
+        assert value(scrape(service), "sandbox_sessions_live") == value(before, "sandbox_sessions_live") + 1
+        assert http.post(f"{SE}/execute/{session_id}", json={"command": "echo hi"}).json()["success"]
+        assert http.post(f"{SE}/execute/{session_id}", json={"command": "exit 3"}).status_code == 200
+        code = "def handler(event, context):\n    return 42\n"
+        assert http.post(f"{SE}/execute_code/{session_id}", json={"code": code}).json()["success"]
+        assert http.delete(f"{SE}/session/{session_id}").status_code == 200
+    after = scrape(service)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("sandbox_sessions_created_total") == 1
+    assert moved("sandbox_sessions_closed_total") == 1
+    assert value(after, "sandbox_sessions_live") == value(before, "sandbox_sessions_live")
+    assert value(after, "sandbox_sessions_limit") > 0
+    assert moved("sandbox_session_duration_seconds_count", reason="closed") == 1
+    assert moved("sandbox_session_executions_total", outcome="success") == 2
+    assert moved("sandbox_session_executions_total", outcome="exit_error") == 1
+    assert moved("sandbox_session_execution_duration_seconds_count", kind="execute") == 2
+    assert moved("sandbox_session_execution_duration_seconds_count", kind="execute_code") == 1
+    # The lifecycle log carries the session's id and durations.
+    events = [e for e in service.log_events() if e.get("session_id") == session_id]
+    by_name = {e["event"]: e for e in events}
+    assert by_name["session.created"]["duration_ms"] >= 0
+    assert by_name["session.closed"]["lifetime_s"] >= 0
+    assert all("duration_ms" in e for e in events if e["event"] == "session.execution")
+
+
+class _Receiver(ThreadingHTTPServer):
+    def __init__(self, status: int = 200) -> None:
+        self.beats: list[dict] = []
+        self.status = status
+        super().__init__(("127.0.0.1", free_port()), _BeatHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/beat"
+
+
+class _BeatHandler(BaseHTTPRequestHandler):
+    server: _Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.beats.append({"path": self.path, "type": self.headers["Content-Type"], **json.loads(body)})
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_heartbeat_posts_status_and_capacity(start_service):
+    receiver = _Receiver()
+    try:
+        service = start_service(
+            env={
+                "SANDBOX_HEARTBEAT_URL": receiver.url,
+                "SANDBOX_HEARTBEAT_INTERVAL": "0.3",
+                "SANDBOX_MAX_ENVIRONMENTS": "9",
+                "SANDBOX_MAX_SESSIONS": "4",
+            }
+        )
+        wait_for(lambda: len(receiver.beats) >= 3, 10, "three heartbeats")
+        beat = receiver.beats[-1]
+        assert beat["path"] == "/beat"
+        assert beat["type"].startswith("application/json")
+        assert beat["status"] == "healthy"
+        assert beat["version"] == service.health()["version"]
+        assert beat["functions"] == service.health()["functions"]
+        assert beat["environments"]["limit"] == 9
+        assert beat["sessions"] == {"live": 0, "limit": 4}
+        assert abs(beat["timestamp"] - time.time()) < 30
+        assert receiver.beats[-1]["timestamp"] > receiver.beats[0]["timestamp"]
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+
+
+def test_a_failing_heartbeat_does_not_hurt_the_service(start_service):
+    refusing = f"http://127.0.0.1:{free_port()}/beat"  # nothing listens there
+    service = start_service(env={"SANDBOX_HEARTBEAT_URL": refusing, "SANDBOX_HEARTBEAT_INTERVAL": "0.1"})
+    time.sleep(1)  # some ten failed beats
+    assert "FunctionError" not in invoke(service.client(), "echo", {"ok": True})
+    assert service.health()["status"] == "healthy"
+    failures = [e for e in service.log_events() if e.get("event") == "heartbeat.failed"]
+    assert len(failures) == 1  # once per state change, not at every beat
+    assert failures[0]["level"] == "warning"
+    assert failures[0]["url"] == refusing
+
+    receiver = _Receiver(status=500)  # answers, but with an error: a change of state, logged once more
+    try:
+        service2 = start_service(env={"SANDBOX_HEARTBEAT_URL": receiver.url, "SANDBOX_HEARTBEAT_INTERVAL": "0.1"})
+        wait_for(lambda: len(receiver.beats) >= 3, 10, "three heartbeats")
+        failures = [e for e in service2.log_events() if e.get("event") == "heartbeat.failed"]
+        assert len(failures) == 1 and "500" in failures[0]["error"]
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
