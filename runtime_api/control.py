@@ -283,10 +283,12 @@ class ControlPlane:
     async def _activate(self, spec: FunctionSpec, *, publish: bool) -> None:
         """Prepare a new function (stage its code, resolve its runtime), then mark it Active or Failed."""
         reason = await self.service.deploy(spec)
-        self.service.pending.pop(spec.key, None)
         entry = self.entries.get(spec.name)
         if entry is None or self.registry.get(spec.name) is not spec:
+            self.service.pending.pop(spec.key, None)
             return  # deleted or replaced meanwhile
+        if publish and reason is None:  # before Active: whoever sees Active sees version 1 too
+            await self._publish(spec, entry, description="")
         meta = entry.meta
         if reason is None:
             meta.state, meta.state_reason, meta.state_reason_code = "Active", None, None
@@ -294,8 +296,7 @@ class ControlPlane:
         else:
             meta.state, meta.state_reason, meta.state_reason_code = "Failed", reason, "InvalidRuntime"
             meta.last_update_status = "Failed"
-        if publish and reason is None:
-            await self._publish(spec, entry, description="")
+        self.service.pending.pop(spec.key, None)
         self._save(spec.name)
 
     def get_function(self, raw_name: str, qualifier: str | None, base_url: str) -> dict:
@@ -441,22 +442,25 @@ class ControlPlane:
         return response
 
     async def _finish_update(self, updated: FunctionSpec, entry: Entry, *, publish: bool) -> None:
-        """Prepare the new configuration; invocations run the previous one until it is ready, as on Lambda."""
+        """Prepare the new configuration; invocations run the previous one until it is ready, as on Lambda.
+        The update is over (another may start) at the moment LastUpdateStatus leaves InProgress: a waiter
+        that sees Successful may send the next update at once."""
         try:
             reason = await self.service.deploy(updated)
             if self.entries.get(updated.name) is not entry:
                 return  # deleted meanwhile
             self.registry.add(updated)
-            meta = entry.meta
-            meta.last_update_status = "Successful" if reason is None else "Failed"
-            meta.last_update_reason = None if reason is None else reason
-            meta.last_update_reason_code = None if reason is None else "InvalidRuntime"
             if publish and reason is None:
                 await self._publish(updated, entry, description="")
+            meta = entry.meta
+            meta.last_update_reason = None if reason is None else reason
+            meta.last_update_reason_code = None if reason is None else "InvalidRuntime"
+            meta.last_update_status = "Successful" if reason is None else "Failed"
+            entry.updating = False
             self._save(updated.name)
-            await asyncio.to_thread(self._collect_garbage)
         finally:
             entry.updating = False
+        await asyncio.to_thread(self._collect_garbage)
 
     def _configured(self, spec: FunctionSpec, body: Mapping[str, Any], *, creating: bool) -> FunctionSpec:
         """`spec` with the configuration members of a Create/UpdateFunctionConfiguration body applied."""
