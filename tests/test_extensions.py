@@ -46,13 +46,13 @@ def write_template(directory: Path) -> Path:
     def layer(folder: str) -> dict:
         return {"Type": "AWS::Serverless::LayerVersion", "Properties": {"ContentUri": str(EXTENSIONS / folder)}}
 
+    # One environment for the functions whose extensions' records are read back through later
+    # invocations: those must reach the same sandbox (they queue while it finishes its extension phase).
     resources = {
         "Recorder": layer("recorder"),
         "TelemetrySink": layer("telemetry"),
         "Broken": layer("initerror"),
-        "WithRecorder": function("ext-recorder", ["Recorder"]),
-        # One environment each: what a subscriber received is read back through later invocations,
-        # which must reach the same sandbox (they queue while it finishes its extension phase).
+        "WithRecorder": function("ext-recorder", ["Recorder"], ReservedConcurrentExecutions=1),
         "WithTelemetry": function("ext-telemetry", ["TelemetrySink", "Recorder"], ReservedConcurrentExecutions=1),
         "WithBroken": function("ext-broken", ["Broken"]),
         "Plain": function("no-extensions", []),
