@@ -172,27 +172,40 @@ class _Child:
         return status, usage.ru_utime + usage.ru_stime
 
 
+def _spawn_server(
+    module: str, kind: int, env: dict[str, str], *, quiet: bool = False, **popen: Any
+) -> tuple[Any, socket.socket]:
+    """Start `<this package>.<module>.serve(fd)` in a new interpreter, connected by a socket pair; the
+    process and our end of the pair. `quiet` sends its stdout and stderr to /dev/null."""
+    import subprocess
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, kind)
+    package = __name__.rpartition(".")[0]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    launch = (
+        f"import sys; sys.path.insert(0, {root!r}); from {package}.{module} import serve; "
+        f"del sys.path[0]; serve({theirs.fileno()})"
+    )
+    if quiet:
+        popen.update(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", launch], env=env, cwd=WORKSPACE if os.path.isdir(WORKSPACE) else "/",
+            stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), **popen,
+        )  # fmt: skip
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return proc, ours
+
+
 class _Forks:
     """The agent's end of the fork server (session_forks.py)."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        package = __name__.rpartition(".")[0]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        launch = (
-            f"import sys; sys.path.insert(0, {root!r}); from {package}.session_forks import serve; "
-            f"del sys.path[0]; serve({theirs.fileno()})"
-        )
-        try:
-            import subprocess
-
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", launch], env=env, cwd=WORKSPACE if os.path.isdir(WORKSPACE) else "/",
-                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
-            )  # fmt: skip
-        finally:
-            theirs.close()
-        self.sock = ours
+        self.proc, self.sock = _spawn_server("session_forks", socket.SOCK_SEQPACKET, env)
         self.dead = False
         self._spawn_lock = threading.Lock()
         self._spawned: list[tuple[dict[str, Any], list[int]]] = []
@@ -337,26 +350,11 @@ class _Kernel:
     one call at a time over a Unix socket; killed (and so reset) at a call's timeout."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        package = __name__.rpartition(".")[0]
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        launch = (
-            f"import sys; sys.path.insert(0, {root!r}); from {package}.session_kernel import serve; "
-            f"del sys.path[0]; serve({theirs.fileno()})"
+        self.proc, self.sock = _spawn_server(
+            "session_kernel", socket.SOCK_STREAM, env, quiet=True, start_new_session=True
         )
-        import subprocess
-
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", launch], env=env, cwd=WORKSPACE if os.path.isdir(WORKSPACE) else "/",
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),), start_new_session=True,
-            )  # fmt: skip
-        finally:
-            theirs.close()
         _expendable(self.proc.pid)
         self.pidfd = os.pidfd_open(self.proc.pid)
-        self.sock = ours
 
     def call(self, message: dict[str, Any], emit: Callable[[str, str], None] | None) -> dict[str, Any]:
         import selectors
