@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
     serve.add_argument("--pool-size", type=int, help="environments pre-started per function (default 2)")
+    serve.add_argument(
+        "--generic-pool-size", type=int, help="generic sandboxes kept ready per runtime for cold starts (default 2)"
+    )
     serve.add_argument("--max-concurrency", type=int, help="environments per function at most (default 64)")
     serve.add_argument(
         "--no-hot-reload",
@@ -220,6 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         pool_size=args.pool_size,
+        generic_pool_size=args.generic_pool_size,
         max_concurrency=args.max_concurrency,
         hot_reload=args.hot_reload,
     )

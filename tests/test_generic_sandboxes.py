@@ -1,0 +1,134 @@
+"""Pre-started generic sandboxes (sandbox/prestart.py): a cold start takes a sandbox whose interpreter is
+already up and assigns it to the function. The function must not be able to tell: everything it can
+observe is compared with a service that starts every sandbox from nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ServiceProcess
+from support import invoke, wait_for
+
+FUNCTIONS_DIR = Path(__file__).parent / "functions"
+FUNCTIONS = ("fp-plain", "fp-other", "fp-layered", "fp-startup", "fp-networked", "fp-isolated")
+
+
+def _generic(service: ServiceProcess) -> dict:
+    return service.health()["pools"]["generic_sandboxes"]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/functions/generic.yaml, with fp-other's code a copy of the others' plus one file."""
+    folder = tmp_path_factory.mktemp("generic")
+    other = shutil.copytree(FUNCTIONS_DIR / "generic", folder / "other")
+    (other / "only_b.py").write_text("ONLY_IN_B = True\n")
+    text = (FUNCTIONS_DIR / "generic.yaml").read_text()
+    text = text.replace("OTHER_CODE", str(other)).replace("CodeUri: generic", f"CodeUri: {FUNCTIONS_DIR}/generic")
+    text = text.replace("ContentUri: generic_layer/", f"ContentUri: {FUNCTIONS_DIR}/generic_layer/")
+    path = folder / "generic.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def generic(template: Path) -> Iterator[ServiceProcess]:
+    running = ServiceProcess(template)
+    yield running
+    assert running.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def from_nothing(template: Path) -> Iterator[ServiceProcess]:
+    running = ServiceProcess(template, env={"SANDBOX_GENERIC_POOL_SIZE": "0"})
+    yield running
+    assert running.stop() == 0
+
+
+def _ready(service: ServiceProcess) -> dict:
+    """The generic pool once every wanted sandbox has started."""
+    return wait_for(lambda: (g := _generic(service))["starting"] == 0 and g, 30, "generic sandboxes")  # type: ignore[return-value]
+
+
+def _fingerprint(service: ServiceProcess, name: str) -> dict:
+    response, payload = invoke(service.client(), name, {})
+    assert "FunctionError" not in response, payload
+    return json.loads(payload)
+
+
+def _differences(left: dict, right: dict) -> dict:
+    return {
+        key: (left.get(key), right.get(key)) for key in left.keys() | right.keys() if left.get(key) != right.get(key)
+    }
+
+
+def test_the_pool_is_reported_and_keyed_by_what_is_fixed_at_start(generic, from_nothing):
+    pool = _ready(generic)
+    assert pool["enabled"] and pool["problem"] is None and pool["size"] == 2
+    # fp-other's /tmp size and fp-startup's start-up variables differ from the rest; network, memory,
+    # code and layers are assigned later, so they share one key.
+    assert pool["keys"] == 3 and pool["ready"] == 6
+    assert _generic(from_nothing) == {"enabled": False, "problem": None}
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_function_cannot_tell_a_generic_sandbox_from_a_fresh_one(generic, from_nothing, name):
+    taken = _ready(generic)["taken"]
+    assigned = _fingerprint(generic, name)
+    assert _generic(generic)["taken"] == taken + 1  # this cold start was a generic sandbox
+    fresh = _fingerprint(from_nothing, name)
+    assert _differences(assigned["environ"], fresh["environ"]) == {}
+    assert _differences(assigned, fresh) == {}
+    # And what it saw is its own: a sanity check that the comparison compares something.
+    assert assigned["environ"]["AWS_LAMBDA_FUNCTION_NAME"] == name
+    assert assigned["cwd"] == "/var/task" and "app.py" in assigned["tree"]["/var/task"]
+    assert {"ro", "nosuid", "nodev"} <= set(assigned["mounts"]["/var/task"])
+
+
+def test_each_function_sees_its_own_code_layers_and_settings(generic):
+    other, layered = _fingerprint(generic, "fp-other"), _fingerprint(generic, "fp-layered")
+    startup, networked = _fingerprint(generic, "fp-startup"), _fingerprint(generic, "fp-networked")
+    isolated = _fingerprint(generic, "fp-isolated")
+    assert "only_b.py" in other["tree"]["/var/task"] and "only_b.py" not in layered["tree"]["/var/task"]
+    assert layered["tree"]["/opt"] == ["python"] and other["tree"]["/opt"] == []
+    assert other["tmp_bytes"] == 1024 * 1024 * 1024 and other["memory_limit_in_mb"] == "512"
+    # Read by the interpreter only as it starts: the generic sandbox started with them.
+    assert startup["warnoptions"] == ["ignore::DeprecationWarning"]
+    assert startup["encodings"][0] == "UTF-8" and startup["environ"]["LANG"] == "C.UTF-8"
+    assert startup["tz"][0] == ["CET", "CEST"]
+    assert networked["proxy_listening"] and "HTTP_PROXY" in networked["environ"]
+    assert not isolated["proxy_listening"] and "HTTP_PROXY" not in isolated["environ"]
+
+
+def test_the_functions_memory_limit_is_applied_on_assignment(generic):
+    """Generic sandboxes start under the smallest limit; assignment sets the function's."""
+    _ready(generic)
+    response, payload = invoke(generic.client(), "fp-large", {"mb": 300})
+    assert "FunctionError" not in response, payload
+    assert json.loads(payload) == {"allocated_mb": 300}
+    response, payload = invoke(generic.client(), "fp-small", {"mb": 300})
+    assert response.get("FunctionError") == "Unhandled"
+    assert json.loads(payload)["errorType"] == "Runtime.OutOfMemory"
+    assert _generic(generic)["missed"] == 0
+
+
+def test_a_taken_sandbox_is_replaced(generic):
+    before = _ready(generic)
+    for round in range(3):  # more than the pool holds, one after the other; each update makes a cold start
+        generic.client().update_function_configuration(FunctionName="fp-isolated", Description=str(round))
+        wait_for(
+            lambda: (
+                generic.client().get_function_configuration(FunctionName="fp-isolated")["LastUpdateStatus"]
+                == "Successful"
+            ),
+            30,
+            "the update",
+        )
+        invoke(generic.client(), "fp-isolated", {})
+    after = _ready(generic)
+    assert after["ready"] == before["ready"]
+    assert after["taken"] >= before["taken"] + 3
