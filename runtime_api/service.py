@@ -164,7 +164,7 @@ class Service:
                 self._cgroups = self._detect_cgroups()
             self._backends["bwrap"] = BwrapBackend(uid_pool=self._uids, cgroups=self._cgroups)
             if warm_up and self.settings.generic_pool_size > 0 and self._uses("bwrap"):
-                await asyncio.to_thread(self._keep_generic_sandboxes)
+                await asyncio.to_thread(self._keep_generic_sandboxes, asyncio.get_running_loop())
         if self._docker is not None:
             self._backends["docker"] = self._docker
         self._runtime_api = RuntimeAPIServer()
@@ -189,7 +189,7 @@ class Service:
             state_dir=str(self._state_dir),
         )
 
-    def _keep_generic_sandboxes(self) -> None:
+    def _keep_generic_sandboxes(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._state_dir is not None
         self._slots, self.generic_problem = Slots.open(self._state_dir / "slots")
         if self._slots is None:
@@ -198,7 +198,7 @@ class Service:
             return
         backend = self._backends["bwrap"]
         assert isinstance(backend, BwrapBackend)
-        backend.keep_generic(self._slots, self.settings.generic_pool_size)
+        backend.keep_generic(self._slots, self.settings.generic_pool_size, loop)
 
     def _want_generic(self, function: FunctionSpec | None, key: str) -> None:
         """Keep generic sandboxes ready for `function` (None: no longer for what `key` served)."""

@@ -34,7 +34,7 @@ from . import seccomp
 from .cgroups import Cgroups, Limits, SandboxCgroup
 from .egress import PROXY_HOST, PROXY_PORT
 from .netns import connect_in_netns, listen_in_netns
-from .prestart import GenericPool
+from .prestart import GenericPool, key_of
 from .slots import Slot, Slots
 from .spec import (
     EXTENSION_OUTPUT_PATH,
@@ -102,6 +102,7 @@ class BwrapBackend:
         self._fifo_dir: Path | None = None  # extension output FIFOs, made on first use
         self._fifo_lock = threading.Lock()
         self.generic: GenericPool | None = None  # pre-started sandboxes, once `keep_generic` is called
+        self._assigner: ThreadPoolExecutor | None = None
         # Orphaned sandbox init processes are re-parented to us, so we can reap them promptly.
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -126,22 +127,28 @@ class BwrapBackend:
         if spec.image is not None or spec.code_dir is None:
             raise SandboxError("bwrap runs code folders; container images need the docker backend")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._take_or_start, spec)
-
-    def keep_generic(self, slots: Slots, size: int) -> None:
-        """Keep `size` pre-started generic sandboxes ready for each spec passed to `generic.want`
-        (`prestart.py`); `start` then takes one when it can."""
-        self.generic = GenericPool(self._start_generic, slots, self._executor, size)
-
-    def _take_or_start(self, spec: SandboxSpec) -> BwrapSandbox:
-        if self.generic is not None and (sandbox := self.generic.take(spec)) is not None:
+        # Taken in threads of its own: a cold start must not queue behind sandboxes refilling the pool.
+        if (
+            self.generic is not None
+            and self._assigner is not None
+            and key_of(spec) is not None
+            and (sandbox := await loop.run_in_executor(self._assigner, self.generic.take, spec)) is not None
+        ):
             return sandbox
-        return self._start_blocking(spec)
+        return await loop.run_in_executor(self._executor, self._start_blocking, spec)
+
+    def keep_generic(self, slots: Slots, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep `size` pre-started generic sandboxes ready for each spec passed to `generic.want`
+        (`prestart.py`); `start` then takes one when it can. `loop` watches the ready ones."""
+        self._assigner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-assign")
+        self.generic = GenericPool(self._start_generic, slots, self._executor, size, loop)
 
     def _start_generic(self, spec: SandboxSpec, slot: Slot) -> BwrapSandbox:
         return self._start_blocking(spec, slot=slot)
 
     def close(self) -> None:
+        if self._assigner is not None:
+            self._assigner.shutdown(wait=True)
         if self.generic is not None:
             self.generic.close()
         self._executor.shutdown(wait=True)
@@ -349,6 +356,7 @@ class BwrapSandbox:
         # A generic sandbox (`prestart.py`): its slot, and the pipe its assignment is written to.
         self.slot: Slot | None = None
         self.assignment_fd: int | None = None
+        self._discarded = False
 
     @property
     def uid(self) -> int:
@@ -366,13 +374,19 @@ class BwrapSandbox:
         return self._proc.poll() is None and not self._released
 
     def discard(self) -> None:
-        """Kill and release a sandbox no environment owns (a generic one nobody took)."""
+        """Kill and release a sandbox no environment owns (a generic one nobody took). Once only."""
+        if self._discarded:
+            return
+        self._discarded = True
+        if self._child_pidfd is not None:  # the pid namespace's init, even if bwrap is gone already
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self._child_pidfd, signal.SIGKILL)
         self.kill()
         with contextlib.suppress(ChildProcessError):
             self._proc.wait()
         with contextlib.suppress(ChildProcessError):
             if self.child_pid:
-                os.waitpid(self.child_pid, os.WNOHANG)  # we are its subreaper once bwrap is gone
+                os.waitpid(self.child_pid, 0)  # ours to reap (we are its subreaper) unless bwrap did
         os.close(self.output_fd)
         for listener in (self.listener, self.proxy_listener):
             if listener is not None:

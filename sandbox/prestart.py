@@ -18,6 +18,7 @@ background. A generic sandbox serves one function once, as any other: it is neve
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import dataclasses
@@ -83,8 +84,11 @@ def generic_spec(spec: SandboxSpec, slot: Slot) -> SandboxSpec:
 class GenericPool:
     """Ready generic sandboxes per key. Thread-safe: `take` runs in the backend's spawn threads."""
 
-    def __init__(self, start: StartGeneric, slots: Slots, executor: Executor, size: int) -> None:
+    def __init__(
+        self, start: StartGeneric, slots: Slots, executor: Executor, size: int, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._start = start
+        self._loop = loop  # watches ready sandboxes' exits
         self._slots = slots
         self._executor = executor
         self.size = size
@@ -196,9 +200,33 @@ class GenericPool:
             self._starting[key] -= 1
             if sandbox is not None and not self._closed and key in self._wanted:
                 self._ready.setdefault(key, collections.deque()).append(sandbox)
+                self._loop.call_soon_threadsafe(self._watch, key, sandbox)
                 sandbox = None
         if sandbox is not None:  # no longer wanted while it started
             sandbox.discard()
+
+    def _watch(self, key: Key, sandbox: BwrapSandbox) -> None:
+        """On the loop: a ready sandbox that dies (killed from outside) is dropped and replaced at once,
+        not found dead by the next cold start."""
+        try:
+            pidfd = os.pidfd_open(sandbox.pid)
+        except ProcessLookupError:
+            self._on_exit(key, sandbox, None)
+            return
+        self._loop.add_reader(pidfd, self._on_exit, key, sandbox, pidfd)
+
+    def _on_exit(self, key: Key, sandbox: BwrapSandbox, pidfd: int | None) -> None:
+        if pidfd is not None:
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
+        with self._lock:
+            ready = self._ready.get(key)
+            dead = ready is not None and sandbox in ready
+            if dead:
+                ready.remove(sandbox)  # type: ignore[union-attr]
+        if dead:  # else it was taken (its environment watches it) or discarded
+            self._submit(sandbox.discard)
+            self._refill(key)
 
     def _submit(self, work: Callable[..., object], *args: object) -> None:
         try:

@@ -5,8 +5,12 @@ observe is compared with a service that starts every sandbox from nothing."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -132,3 +136,68 @@ def test_a_taken_sandbox_is_replaced(generic):
     after = _ready(generic)
     assert after["ready"] == before["ready"]
     assert after["taken"] >= before["taken"] + 3
+
+
+def _preloads(service: ServiceProcess) -> list[int]:
+    """Host pids of the generic sandboxes' runtimes still waiting for a function (an assigned one is the
+    same process, by then in /var/task)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "uid=,pid=,args="], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()]
+    first, last = service.uid_range
+    return [
+        int(pid)
+        for uid, pid, args in rows
+        if first <= int(uid) <= last
+        and os.path.basename(args.split()[0]).startswith("python")  # not bwrap, whose argv has the command too
+        and "preload import run" in args
+        and _cwd(int(pid)) == "/var/runtime"
+    ]
+
+
+def _cwd(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+
+
+def test_a_burst_beyond_the_pool_is_served(generic):
+    """More cold starts at once than there are ready sandboxes: the rest start from nothing."""
+    _ready(generic)
+    names = ["fp-plain", "fp-layered", "fp-networked", "fp-isolated", "fp-small"]
+    for name in names:  # each gets a new version of its configuration: its next invoke is cold
+        generic.client().update_function_configuration(FunctionName=name, Description="burst")
+    for name in names:
+        wait_for(
+            lambda n=name: (
+                generic.client().get_function_configuration(FunctionName=n)["LastUpdateStatus"] == "Successful"
+            ),
+            30,
+            f"the update of {name}",
+        )
+    before = _generic(generic)
+    with ThreadPoolExecutor(len(names)) as executor:
+        answers = list(executor.map(lambda n: invoke(generic.client(), n, {"mb": 1}), names))
+    assert all("FunctionError" not in response for response, _ in answers), answers
+    after = _ready(generic)
+    assert after["taken"] - before["taken"] >= 2
+    assert after["taken"] - before["taken"] + after["missed"] - before["missed"] == len(names)
+
+
+def test_a_dead_generic_sandbox_is_never_assigned(generic):
+    _ready(generic)
+    victims = _preloads(generic)
+    assert len(victims) == 6
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    generic.client().update_function_configuration(FunctionName="fp-plain", Description="after the kill")
+    wait_for(
+        lambda: (
+            generic.client().get_function_configuration(FunctionName="fp-plain")["LastUpdateStatus"] == "Successful"
+        ),
+        30,
+        "the update",
+    )
+    assert _fingerprint(generic, "fp-plain")["environ"]["AWS_LAMBDA_FUNCTION_NAME"] == "fp-plain"
+    # The dead ones are dropped (their uids and groups released) and replaced.
+    wait_for(lambda: len(_preloads(generic)) == 6 and not set(_preloads(generic)) & set(victims), 30, "replacements")
