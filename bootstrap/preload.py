@@ -3,9 +3,10 @@
 Launched inside a generic sandbox (`sandbox/prestart.py`), with cwd /var/runtime and only the
 start-up environment, as
 `pythonX.Y -c "import sys; sys.path.insert(0, '/var/runtime'); from sandbox_bootstrap.preload import run; run()" FD`.
-Importing this module imports the runtime (`main` and what it needs). `run` then waits for the
-assignment on descriptor FD: one JSON object, `{"env": {...}}`, the function's complete environment,
-written once the service has mounted the function's code at /var/task and its layers at /opt. From
+Importing this module imports the runtime (`main` and what it needs). `run` then says it is ready
+(one byte, `R`) on the socket FD and waits for the assignment there: one JSON object,
+`{"env": {...}}`, the function's complete environment, written once the service has mounted the
+function's code at /var/task and its layers at /opt, and followed by the end of the stream. From
 there it is a normal start: `main` reads its settings from that environment.
 """
 
@@ -37,6 +38,10 @@ def run() -> None:
 
 
 def _read_assignment(fd: int) -> dict | None:
+    try:
+        os.write(fd, b"R")
+    except OSError:  # the service let this sandbox go already
+        return None
     chunks = []
     while chunk := os.read(fd, 65536):
         chunks.append(chunk)

@@ -168,8 +168,8 @@ class BwrapBackend:
         return path
 
     def _start_blocking(self, spec: SandboxSpec, *, slot: Slot | None = None) -> BwrapSandbox:
-        """Start a sandbox for `spec`; with a `slot`, a generic one that reads its assignment from a pipe
-        whose descriptor number is appended to its command."""
+        """Start a sandbox for `spec`; with a `slot`, a generic one that says when it is ready and reads
+        its assignment on a socket whose descriptor number is appended to its command."""
         uid = self._uid_pool.acquire()
         fds: list[int] = []
         group: SandboxCgroup | None = None
@@ -178,7 +178,7 @@ class BwrapBackend:
         passed: tuple[int, ...] = ()
         try:
             if slot is not None:
-                assignment = _pipe(fds)
+                assignment = _socketpair(fds)
                 passed = assignment[:1]
                 spec = dataclasses.replace(spec, command=(*spec.command, str(assignment[0])))
             if spec.workspace_dir is not None:
@@ -353,7 +353,7 @@ class BwrapSandbox:
         self._command_pid: int | None = None
         self._exit: asyncio.Future[int] | None = None
         self._released = False
-        # A generic sandbox (`prestart.py`): its slot, and the pipe its assignment is written to.
+        # A generic sandbox (`prestart.py`): its slot, and the socket its assignment is written to.
         self.slot: Slot | None = None
         self.assignment_fd: int | None = None
         self._discarded = False
@@ -534,6 +534,13 @@ def _close_fifo(fifo: tuple[Path, int, int], *, reader: bool = True) -> None:
         os.close(read_end)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _socketpair(fds: list[int]) -> tuple[int, int]:
+    theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pair = theirs.detach(), ours.detach()
+    fds += pair
+    return pair
 
 
 def _pipe(fds: list[int]) -> tuple[int, int]:

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import select
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 from .cgroups import Limits
 from .egress import PROXY_HOST, PROXY_PORT
 from .netns import listen_in_netns
-from .slots import Slot, Slots
+from .slots import Slot, SlotError, Slots
 from .spec import SandboxSpec
 
 if TYPE_CHECKING:
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
 # A generic sandbox's limits until it is assigned: a function's smallest memory size (its idle
 # runtime needs a tenth of it) and no CPU cap (its start is a cold start's critical path).
 _IDLE_MEMORY_MB = 128
+# What a generic sandbox's runtime writes once it is up (`bootstrap/preload.py`), and how long a cold
+# start waits for that from a sandbox taken before it was.
+READY = b"R"
+_READY_TIMEOUT = 10.0
 
 Key = Hashable
 StartGeneric = Callable[[SandboxSpec, Slot], "BwrapSandbox"]
@@ -238,7 +243,16 @@ class GenericPool:
 
 def _assign(sandbox: BwrapSandbox, spec: SandboxSpec) -> None:
     assert sandbox.slot is not None and sandbox.assignment_fd is not None and spec.code_dir is not None
+    # Its runtime says when it is up; by then bwrap has made its mounts, so the check below is sound.
+    # (Taken sooner than that, it is still well ahead of a sandbox started now.)
+    ready, _, _ = select.select([sandbox.assignment_fd], [], [], _READY_TIMEOUT)
+    if not ready or os.read(sandbox.assignment_fd, 1) != READY:
+        raise SlotError(0, f"the generic sandbox's runtime was not up within {_READY_TIMEOUT:g} s")
     sandbox.slot.fill(spec.code_dir, spec.opt_dir)
+    # The code must have propagated into the sandbox's own mount namespace (seen through its root).
+    inside, staged = os.stat(f"/proc/{sandbox.child_pid}/root/var/task"), os.stat(spec.code_dir)
+    if (inside.st_dev, inside.st_ino) != (staged.st_dev, staged.st_ino):
+        raise SlotError(0, "the function's code did not reach the sandbox (mount propagation)")
     if sandbox.group is not None:
         sandbox.group.set_limits(Limits(spec.memory_mb * 1024 * 1024, pids=spec.pids_limit, cpu_cores=spec.cpu_cores))
     if spec.allow_network:

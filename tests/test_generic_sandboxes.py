@@ -134,6 +134,7 @@ def test_a_taken_sandbox_is_replaced(generic):
         )
         invoke(generic.client(), "fp-isolated", {})
     after = _ready(generic)
+    assert after["problem"] is None
     assert after["ready"] == before["ready"]
     assert after["taken"] >= before["taken"] + 3
 
@@ -180,6 +181,7 @@ def test_a_burst_beyond_the_pool_is_served(generic):
         answers = list(executor.map(lambda n: invoke(generic.client(), n, {"mb": 1}), names))
     assert all("FunctionError" not in response for response, _ in answers), answers
     after = _ready(generic)
+    assert after["problem"] is None
     assert after["taken"] - before["taken"] >= 2
     assert after["taken"] - before["taken"] + after["missed"] - before["missed"] == len(names)
 
