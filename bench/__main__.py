@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     workdir,
                     pool_size=0,
                     uid_range=(uid_base + 250, uid_base + 499),
+                    # Both backends start a sandbox for each cold start (Docker's holders aside): bwrap's
+                    # generic sandboxes would compare a start with an assignment.
+                    env={"SANDBOX_GENERIC_POOL_SIZE": "0"},
                 )
                 servers.append(docker_service)
         if floor is not None and service is not None:

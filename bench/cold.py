@@ -112,6 +112,10 @@ def python_pass_unsandboxed(interpreter: str) -> float:
 def cold_invoke(conn: http.client.HTTPConnection, function: str) -> tuple[float, float | None]:
     """The first invoke of `function`: client round trip (s) and the service's Init Duration (ms)."""
     headers = {"Content-Type": "application/json", "X-Amz-Log-Type": "Tail"}
+    # A fresh connection, made before the clock starts: samples are seconds apart, longer than the
+    # server keeps an idle connection.
+    conn.close()
+    conn.connect()
     start = time.perf_counter()
     conn.request("POST", f"/2015-03-31/functions/{function}/invocations", PAYLOAD, headers)
     response = conn.getresponse()
