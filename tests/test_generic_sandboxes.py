@@ -203,3 +203,23 @@ def test_a_dead_generic_sandbox_is_never_assigned(generic):
     assert _fingerprint(generic, "fp-plain")["environ"]["AWS_LAMBDA_FUNCTION_NAME"] == "fp-plain"
     # The dead ones are dropped (their uids and groups released) and replaced.
     wait_for(lambda: len(_preloads(generic)) == 6 and not set(_preloads(generic)) & set(victims), 30, "replacements")
+
+
+def test_a_killed_services_slots_are_unmounted_by_the_next(template, tmp_path):
+    """SIGKILL leaves the slots tmpfs and the code mounted on it; the next service on the host unmounts
+    them and removes the dead service's state folder."""
+    first = ServiceProcess(template, log_dir=tmp_path)
+    _ready(first)
+    invoke(first.client(), "fp-plain", {})  # one slot filled with code
+    state_dir = next(e["state_dir"] for e in first.log_events() if e.get("event") == "service.ready")
+    mounts = lambda: [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if state_dir in line]  # noqa: E731
+    assert len(mounts()) == 2  # the slots and fp-plain's code
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    assert len(mounts()) == 2 and Path(state_dir).is_dir()
+    second = ServiceProcess(template, log_dir=tmp_path)
+    try:
+        assert mounts() == [] and not Path(state_dir).exists()
+    finally:
+        assert second.stop() == 0
+        first._log.close()
