@@ -500,6 +500,11 @@ class Service:
         for warning in self.resolver.warnings:
             log.warning("runtime.fallback", detail=warning)
 
+    async def stop_invocations(self, cause: str) -> None:
+        """Stop every environment now (the shutdown deadline): invocations still running end with a
+        Runtime.ExitError that says `cause`, so their callers get an answer; new ones are refused."""
+        await asyncio.gather(*(pool.close(cause) for pool in list(self.capacity.pools)))
+
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
