@@ -1,0 +1,12 @@
+"""Functions the durability tests (tests/reliability) drive. Each logs one `RECORD {...}` line, which the
+tests read back from the service log (sandboxes cannot write to the host)."""
+
+import json
+import time
+
+
+def record(event, context):
+    """Sleep `seconds` (default 0), then log the request id and the event; return the event."""
+    time.sleep(event.get("seconds", 0) if isinstance(event, dict) else 0)
+    print("RECORD " + json.dumps({"request_id": context.aws_request_id, "event": event}), flush=True)
+    return event
