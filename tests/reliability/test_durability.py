@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 from conftest import FUNCTIONS, ServiceProcess
-from support import invoke, request_id, wait_for
+from support import invoke, logged_records, request_id, wait_for
 
 TEMPLATE = Path(__file__).resolve().parent / "durability.yaml"
 ENV = {"SANDBOX_EVENT_RETRY_DELAY": "0.2", "SANDBOX_SHUTDOWN_TIMEOUT": "10"}
@@ -35,16 +35,6 @@ pytestmark = pytest.mark.slow
 
 def start(start_service, data_dir: Path) -> ServiceProcess:
     return start_service(TEMPLATE, env={**ENV, "SANDBOX_DATA_DIR": str(data_dir)})
-
-
-def records(service: ServiceProcess, function: str) -> list[dict]:
-    """What `function` logged, in order: {"request_id": ..., "event": ...} per delivery."""
-    found = []
-    for event in service.log_events():
-        line = event.get("event", "")
-        if event.get("function") == function and isinstance(line, str) and line.startswith("RECORD "):
-            found.append(json.loads(line.removeprefix("RECORD ")))
-    return found
 
 
 def started(service: ServiceProcess, request: str) -> bool:
@@ -83,16 +73,16 @@ def test_queued_events_are_kept_on_sigterm_and_delivered_after_the_restart(start
 
     assert first.stop() == 0
     # The attempt already running finished within the deadline (and left the store); the rest was kept.
-    assert [r["request_id"] for r in records(first, "record")] == [running]
-    assert records(first, "held") == []
+    assert [r["request_id"] for r in logged_records(first, "record")] == [running]
+    assert logged_records(first, "held") == []
     assert set(stored(data)) == set(queued)
 
     second = start(start_service, data)
-    wait_for(lambda: len(records(second, "held")) >= len(queued), 30, "the kept events after the restart")
+    wait_for(lambda: len(logged_records(second, "held")) >= len(queued), 30, "the kept events after the restart")
     wait_for(lambda: not stored(data), 10, "the delivered events to leave the store")
-    delivered = records(second, "held")
+    delivered = logged_records(second, "held")
     assert sorted((r["request_id"], r["event"]["n"]) for r in delivered) == sorted(queued.items())
-    assert records(second, "record") == [], "an event delivered before the stop is not delivered again"
+    assert logged_records(second, "record") == [], "an event delivered before the stop is not delivered again"
 
 
 def test_event_age_counts_from_the_first_acceptance_across_a_restart(start_service, tmp_path):
@@ -132,12 +122,12 @@ def test_event_age_counts_from_the_first_acceptance_across_a_restart(start_servi
     second = start(start_service, data)
     client = second.client()
     client.delete_function_concurrency(FunctionName="aged")  # it was held back in the first run (and kept)
-    wait_for(lambda: records(second, "aged") and records(second, "held"), 30, "the young events")
-    wait_for(lambda: records(second, "aged-sink"), 30, "the expired event's record at the destination")
+    wait_for(lambda: logged_records(second, "aged") and logged_records(second, "held"), 30, "the young events")
+    wait_for(lambda: logged_records(second, "aged-sink"), 30, "the expired event's record at the destination")
     wait_for(lambda: not stored(data), 10, "every event to leave the store")
-    assert [r["event"]["age"] for r in records(second, "aged")] == ["young"]
-    assert [r["event"]["age"] for r in records(second, "held")] == ["young"]
-    [failure] = [r["event"] for r in records(second, "aged-sink")]
+    assert [r["event"]["age"] for r in logged_records(second, "aged")] == ["young"]
+    assert [r["event"]["age"] for r in logged_records(second, "held")] == ["young"]
+    [failure] = [r["event"] for r in logged_records(second, "aged-sink")]
     expired = next(request for request, age in ages.items() if age == 120)
     assert failure["requestContext"]["requestId"] == expired
     assert failure["requestContext"]["condition"] == "EventAgeExceeded"
@@ -160,11 +150,12 @@ def test_accepted_events_survive_a_crash(start_service, tmp_path):
     assert set(stored(data)) == queued | {interrupted}
 
     second = start(start_service, data)
-    wait_for(lambda: len(records(second, "held")) >= 3 and records(second, "record"), 30, "the events after the crash")
+    delivered = lambda: len(logged_records(second, "held")) >= 3 and logged_records(second, "record")  # noqa: E731
+    wait_for(delivered, 30, "the events after the crash")
     wait_for(lambda: not stored(data), 10, "the delivered events to leave the store")
-    assert sorted(r["request_id"] for r in records(second, "held")) == sorted(queued)
+    assert sorted(r["request_id"] for r in logged_records(second, "held")) == sorted(queued)
     # At least once: the attempt the crash cut short runs again, under the same request id.
-    assert [r["request_id"] for r in records(second, "record")] == [interrupted]
+    assert [r["request_id"] for r in logged_records(second, "record")] == [interrupted]
 
 
 @contextlib.contextmanager
@@ -192,7 +183,7 @@ def test_a_full_data_folder_refuses_event_invokes_cleanly(start_service, tmp_pat
         service = start(start_service, data)
         client = service.client()
         send(client, "record", {"n": "before"})
-        wait_for(lambda: records(service, "record"), 15, "the first event")
+        wait_for(lambda: logged_records(service, "record"), 15, "the first event")
         filler = fill(data)
 
         big = {"n": "full", "padding": "x" * 300_000}  # more than the store's file has room for
@@ -211,9 +202,9 @@ def test_a_full_data_folder_refuses_event_invokes_cleanly(start_service, tmp_pat
 
         filler.unlink()
         accepted = send(client, "record", big)
-        wait_for(lambda: accepted in [r["request_id"] for r in records(service, "record")], 15, "the event")
+        wait_for(lambda: accepted in [r["request_id"] for r in logged_records(service, "record")], 15, "the event")
         assert service.health()["events"]["store_problem"] is None
-        assert [r["event"]["n"] for r in records(service, "record")] == ["before", "sync", "full"]
+        assert [r["event"]["n"] for r in logged_records(service, "record")] == ["before", "sync", "full"]
         assert service.stop() == 0
 
 
