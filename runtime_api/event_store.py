@@ -71,6 +71,7 @@ class EventStore:
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._problem: str | None = None
+        self._closed = False
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-store")
 
     @property
@@ -98,12 +99,24 @@ class EventStore:
         """The event is done with; `follow_up` (its destination's event) takes its place atomically."""
 
         def finish(db: sqlite3.Connection) -> None:
-            with db:  # one transaction
+            db.execute("BEGIN")  # one transaction (the connection is in autocommit mode otherwise)
+            try:
                 if follow_up is not None:
                     db.execute(_INSERT, astuple(follow_up))
                 db.execute("DELETE FROM events WHERE request_id=?", (request_id,))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
         await self._quietly(finish)
+
+    async def count(self) -> int:
+        """How many events are stored (0 when the store cannot be read)."""
+        try:
+            return await self._run(lambda db: db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        except EventStoreError:
+            return 0
 
     async def close(self) -> None:
         def close(_: sqlite3.Connection | None) -> None:
@@ -111,12 +124,17 @@ class EventStore:
                 self._db.close()
                 self._db = None
 
+        if self._closed:
+            return
+        self._closed = True
         await asyncio.get_running_loop().run_in_executor(self._thread, close, None)
         self._thread.shutdown(wait=True)
 
     # -- on the store's thread ------------------------------------------------------------------------
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise EventStoreError("the event store is closed")
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, work)
 
     async def _quietly(self, work: Callable[[sqlite3.Connection], Any]) -> None:
@@ -148,6 +166,7 @@ class EventStore:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=1000")  # someone reading it with the sqlite3 shell
             db.execute(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             db.close()

@@ -210,9 +210,8 @@ class EventQueue:
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
-        kept = await self._store.open()
-        if kept:
-            log.info("event.kept_for_restart", count=len(kept))
+        if kept := await self._store.count():
+            log.info("event.kept_for_restart", count=kept)
         await self._store.close()
 
 
