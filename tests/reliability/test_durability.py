@@ -158,6 +158,23 @@ def test_accepted_events_survive_a_crash(start_service, tmp_path):
     assert [r["request_id"] for r in logged_records(second, "record")] == [interrupted]
 
 
+def test_an_event_whose_function_is_gone_is_discarded_at_the_restart(start_service, tmp_path):
+    data = tmp_path / "data"
+    first = start(start_service, data)
+    hold(first.client())
+    orphan = send(first.client(), "held", {"n": "orphan"})
+    assert first.stop() == 0
+    # The next run serves a template without `held`.
+    template = tmp_path / "template.yaml"
+    text = TEMPLATE.read_text().replace("../functions/durability/", str(FUNCTIONS / "durability") + "/")
+    template.write_text(text.split("  Held:")[0])
+    second = start_service(template, env={**ENV, "SANDBOX_DATA_DIR": str(data)})
+    wait_for(lambda: not stored(data), 10, "the orphan to leave the store")
+    [discarded] = [e for e in second.log_events() if e.get("event") == "event.discarded"]
+    assert discarded["request_id"] == orphan and discarded["function"] == "held"
+    assert "no longer exists" in discarded["reason"]
+
+
 @contextlib.contextmanager
 def tiny_tmpfs(folder: Path, size: str = "2m") -> Iterator[Path]:
     folder.mkdir()
