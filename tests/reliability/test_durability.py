@@ -33,8 +33,8 @@ ROLE = "arn:aws:iam::123456789012:role/test"
 pytestmark = pytest.mark.slow
 
 
-def start(start_service, data_dir: Path) -> ServiceProcess:
-    return start_service(TEMPLATE, env={**ENV, "SANDBOX_DATA_DIR": str(data_dir)})
+def start(start_service, data_dir: Path, **env: str) -> ServiceProcess:
+    return start_service(TEMPLATE, env={**ENV, "SANDBOX_DATA_DIR": str(data_dir), **env})
 
 
 def started(service: ServiceProcess, request: str) -> bool:
@@ -135,6 +135,23 @@ def test_event_age_counts_from_the_first_acceptance_across_a_restart(start_servi
     assert failure["requestPayload"] == {"age": "expired"}
     reasons = [e for e in second.log_events() if e.get("event") == "event.failed"]
     assert {e["request_id"] for e in reasons} == {r for r, age in ages.items() if age in (120, 7 * 3600)}
+
+
+def test_failed_attempts_count_across_a_restart(start_service, tmp_path):
+    data = tmp_path / "data"
+    first = start(start_service, data, SANDBOX_EVENT_RETRY_DELAY="60")  # the retry waits past the stop
+    failing = send(first.client(), "failing", {"n": 1})
+    wait_for(lambda: stored(data).get(failing, {}).get("attempts") == 1, 15, "the first failed attempt")
+    assert first.stop() == 0
+    assert stored(data)[failing]["attempts"] == 1
+
+    second = start(start_service, data)
+    wait_for(lambda: not stored(data), 15, "the event to be given up")
+    # Three attempts in all (two retries by default): one before the restart, two after.
+    assert [r["request_id"] for r in logged_records(first, "failing")] == [failing]
+    assert [r["request_id"] for r in logged_records(second, "failing")] == [failing, failing]
+    [gave_up] = [e for e in second.log_events() if e.get("event") == "event.failed"]
+    assert gave_up["request_id"] == failing and "every attempt" in gave_up["reason"]
 
 
 def test_accepted_events_survive_a_crash(start_service, tmp_path):

@@ -10,3 +10,9 @@ def record(event, context):
     time.sleep(event.get("seconds", 0) if isinstance(event, dict) else 0)
     print("RECORD " + json.dumps({"request_id": context.aws_request_id, "event": event}), flush=True)
     return event
+
+
+def fail(event, context):
+    """Log like `record`, then fail."""
+    print("RECORD " + json.dumps({"request_id": context.aws_request_id, "event": event}), flush=True)
+    raise ValueError("failing on purpose")
