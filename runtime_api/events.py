@@ -63,9 +63,11 @@ class EventQueue:
 
     async def resume(self) -> None:
         """Deliver the events a previous run left in the store (the service's functions are deployed)."""
+        resumed = discarded = 0
         for stored in await self._store.open():
             function = self._service.registry.version(stored.function, stored.version)
             if function is None:
+                discarded += 1
                 log.warning(
                     "event.discarded",
                     function=stored.function,
@@ -84,8 +86,11 @@ class EventQueue:
                 trace_id=stored.trace_id,
                 tenant_id=stored.tenant_id,
             )
-            log.info("event.resumed", function=function.name, request_id=stored.request_id, attempts=stored.attempts)
+            log.debug("event.resumed", function=function.name, request_id=stored.request_id, attempts=stored.attempts)
             self._start(invocation, stored)
+            resumed += 1
+        if resumed or discarded:
+            log.info("events.resumed", count=resumed, discarded=discarded)
 
     def _start(self, invocation: Invocation, stored: StoredEvent) -> None:
         task = asyncio.get_running_loop().create_task(self._deliver(invocation, stored))
