@@ -217,6 +217,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .service import Service
+    from .shutdown import GracefulServer
 
     settings = _settings(
         args,
@@ -232,16 +233,17 @@ def _serve(args: argparse.Namespace) -> int:
     service = Service(settings, registry)
     service.preflight()
     service.prepare()
+    app = create_app(service)
     config = uvicorn.Config(
-        create_app(service),
+        app,
         host=settings.host,
         port=settings.port,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
         **SERVER_OPTIONS,
     )
-    server = uvicorn.Server(config)
-    # uvicorn drains and shuts down on SIGTERM/SIGINT, then re-raises the signal under the handlers
-    # it found: these, so that a completed graceful shutdown exits 0 instead of "killed by SIGTERM".
+    # SIGTERM/SIGINT: drain to the deadline (`shutdown`), then re-raise the signal under the handlers
+    # found: these, so that a completed graceful shutdown exits 0 instead of "killed by SIGTERM".
+    server = GracefulServer(config, app=app, service=service, timeout=settings.shutdown_timeout_seconds)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     server.run()

@@ -533,6 +533,12 @@ class Service:
         for warning in self.resolver.warnings:
             log.warning("runtime.fallback", detail=warning)
 
+    async def stop_invocations(self, cause: str) -> None:
+        """Stop every sandbox now (the shutdown deadline): invocations still running end with a
+        Runtime.ExitError that says `cause`, so their callers get an answer; new ones are refused.
+        Agent sessions end too, so a command still running there is answered as well."""
+        await asyncio.gather(*(pool.close(cause) for pool in list(self.capacity.pools)), self.sessions.shutdown())
+
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
