@@ -235,10 +235,14 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                     self._write(answer)
                     self._close()
                     return
-                if answer.startswith(b"HTTP/1.1 202 ") and _answered_by_next(request, self._queue):
-                    held_back = answer  # a pipelining runtime (ours) reads both answers in one go
-                else:
+                if not _answered_by_next(request, self._queue):
                     self._write(answer)
+                elif answer.startswith(b"HTTP/1.1 202 "):
+                    held_back = answer  # a pipelining runtime (ours) reads both answers in one go
+                else:  # refused: the runtime may stop on it, and must not have taken an event first
+                    self._write(answer)
+                    self._close()  # one that carries on connects again and asks again
+                    return
         finally:
             self._task = None
             if held_back:
@@ -363,8 +367,7 @@ def _render(status: int, body: bytes, content_type: bytes = b"application/json",
 def _answered_by_next(request: _Request, queue: list[_Request]) -> bool:
     """Whether `request` is a /response or /error whose runtime already sent its next `GET /next` (it
     pipelines): its 202 may then wait for the event and go out with it, in one write. A runtime that
-    waits for the answer before its /next never has one queued, so it is answered at once; so is a
-    refusal (a runtime may exit on it, and should not have taken an event first)."""
+    waits for the answer before its /next never has one queued, so it is answered at once."""
     if request.response_id is None and not (request.path.startswith(_INVOCATION) and request.path.endswith("/error")):
         return False
     following = queue[0] if queue else None

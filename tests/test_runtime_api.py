@@ -474,3 +474,27 @@ async def test_a_202_waits_for_the_pipelined_next_and_goes_out_with_its_event():
     protocol.data_received(post.replace(b"r-1", b"r-2"))
     await asyncio.sleep(0.01)
     assert transport.writes[-1].startswith(b"HTTP/1.1 202 Accepted\r\n") and len(transport.writes) == 2
+
+
+async def test_a_refused_response_with_a_pipelined_next_closes_the_connection_instead():
+    import asyncio
+
+    from runtime_api.apierror import RuntimeAPIError
+    from runtime_api.runtime import RuntimeAPIProtocol
+
+    env = _Environment()
+
+    def refuse(request_id, mode, length):
+        raise RuntimeAPIError(400, "InvalidRequestID", "Invalid request ID")
+
+    env.open_response = refuse  # type: ignore[method-assign]
+    protocol = RuntimeAPIProtocol(env)  # type: ignore[arg-type]
+    transport = _Transport()
+    closed: list[bool] = []
+    transport.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    post = b"POST /2018-06-01/runtime/invocation/r-9/response HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    protocol.data_received(post + b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)
+    assert [w[:24] for w in transport.writes] == [b"HTTP/1.1 400 Bad Request"]
+    assert closed == [True]  # the /next behind it is not served: no event is taken for a runtime that may stop
