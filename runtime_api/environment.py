@@ -103,7 +103,7 @@ class Environment:
         hooks: PoolHooks,
         serve_runtime_api: Callable[[Environment, Any], Any],
         serve_egress: Callable[[Any], Any] | None = None,
-        log_sink: LogSink,
+        log_sink: LogSink | None,  # None: lines are only kept for the invocation (its log tail)
         init_limit: float,
         log_limit: int = 1024 * 1024,
         extensions: tuple[str, ...] = (),
