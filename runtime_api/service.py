@@ -7,6 +7,7 @@ Starlette; the routes call `invoke` and render what comes back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import resource
 import shutil
@@ -99,6 +100,14 @@ def preflight(*, bwrap: bool = True) -> None:
 
 def structlog_sink(function: FunctionSpec, request_id: str | None, line: str) -> None:
     function_log.info(line, function=function.name, request_id=request_id)
+
+
+def _heard(sink: LogSink) -> LogSink | None:
+    """The sink, or None when every line would be dropped (the service log's level is above info):
+    START, END and REPORT are then not handed over on every invoke."""
+    if sink is structlog_sink and not function_log.bind().is_enabled_for(logging.INFO):
+        return None
+    return sink
 
 
 class Service:
@@ -601,7 +610,7 @@ class Service:
             hooks=pool,
             serve_runtime_api=self._runtime_api.serve,
             serve_egress=self._serve_egress,
-            log_sink=self.log_sink,
+            log_sink=_heard(self.log_sink),
             init_limit=self.settings.init_timeout_seconds,
             log_limit=self.settings.log_limit_bytes,
             extensions=extensions,
