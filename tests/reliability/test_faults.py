@@ -1,0 +1,217 @@
+"""Reliability under faults (issue 6, "Faults"): each fault, what the caller gets, and a normal invoke that
+succeeds after it.
+
+The misbehaving runtimes are `provided` bootstraps in tests/reliability/functions (misbehave: the event's
+"fault" picks the misbehaviour; nonext: never asks for an event). Points the rest of the suite already covers
+exactly are listed here, not tested twice:
+
+- the runtime answers twice: the caller gets the first answer, the second /response and an /error after it get
+  403 InvalidStateTransition (tests/test_runtime_api.py::test_second_response_and_error_after_response_are_403,
+  ::test_response_after_error_is_403);
+- an invalid request id on /response and /error is 400 InvalidRequestID
+  (tests/test_runtime_api.py::test_wrong_request_id_is_400); unknown paths and wrong methods are 404 / 405
+  (::test_ping_unknown_paths_and_wrong_methods);
+- a runtime that exits mid-invoke (exit status, clean exit): tests/test_environments.py
+  ::test_crash_is_runtime_exit_error_and_the_next_invoke_recovers; a python init slower than the init limit
+  and than the function timeout: ::test_init_over_the_limit_and_over_the_timeout_is_sandbox_timedout;
+- a handler that runs past its timeout: ::test_timeout_is_sandbox_timedout_and_the_next_invoke_gets_a_fresh_environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ServiceProcess, sandbox_processes
+from support import invoke, request_id, wait_for
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE / "faults.yaml"
+SERVICE_ENV = {"SANDBOX_INIT_TIMEOUT": "1"}
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[ServiceProcess]:
+    running = ServiceProcess(TEMPLATE, env=SERVICE_ENV)
+    yield running
+    assert running.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def client(service: ServiceProcess):
+    return service.client()
+
+
+def pool(service: ServiceProcess, name: str) -> dict:
+    return service.health()["pools"]["functions"][name]
+
+
+def footprint(service: ServiceProcess) -> tuple[int, int, int]:
+    """(live environments, sandboxes running, the service's open descriptors), once they agree: a fault must
+    leave no sandbox, environment or descriptor behind."""
+
+    def settled() -> tuple[int, int, int] | None:
+        live = service.health()["pools"]["environments"]["live"]
+        uids = {row.split()[0] for row in sandbox_processes(service.uid_range)}
+        fds = len(os.listdir(f"/proc/{service.proc.pid}/fd"))
+        return (live, len(uids), fds) if live == len(uids) else None
+
+    return wait_for(settled, 10, "every sandbox to belong to a live environment")  # type: ignore[return-value]
+
+
+def healthy(client) -> dict:
+    """A normal invoke of the misbehaving runtime, behaving: it must succeed."""
+    response, body = invoke(client, "misbehave", {})
+    assert response["StatusCode"] == 200
+    assert "FunctionError" not in response, body
+    answer = json.loads(body)
+    assert answer["ok"] is True
+    return answer
+
+
+# -- the sandbox is killed ----------------------------------------------------------------------
+
+
+def test_sandbox_sigkilled_mid_invoke_is_runtime_exit_error_and_the_next_invoke_works(start_service):
+    """Every process of the sandbox gets SIGKILL (an OOM killer, an operator's kill -9) while it runs an
+    invocation: the caller gets Lambda's Runtime.ExitError, the next invoke a fresh environment."""
+    service = start_service(TEMPLATE, env=SERVICE_ENV)  # its own: its uid range holds this sandbox only
+    client = service.client()
+    healthy(client)
+    results: list[tuple[dict, bytes]] = []
+    thread = threading.Thread(target=lambda: results.append(invoke(client, "misbehave", {"fault": "sleep"})))
+    thread.start()
+    wait_for(lambda: pool(service, "misbehave")["environments"].get("busy"), 10, "the invoke to be running")
+    for row in sandbox_processes(service.uid_range):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(row.split()[1]), signal.SIGKILL)
+    thread.join(15)
+    assert results, "the killed invocation got no answer"
+    response, body = results[0]
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    error = json.loads(body)
+    assert error["errorType"] == "Runtime.ExitError"
+    assert error["errorMessage"].startswith(f"RequestId: {request_id(response)} Error: Runtime exited with error: ")
+    assert "signal: killed" in error["errorMessage"], error
+    assert healthy(client)["count"] == 1  # a new environment
+    wait_for(lambda: pool(service, "misbehave")["environments"] == {"ready": 1}, 5, "one environment, ready")
+
+
+# -- init that never ends -------------------------------------------------------------------------
+
+
+def test_bootstrap_that_never_calls_next_times_out_each_time_and_leaves_nothing(client, service):
+    """Init ends at the first /next; this one never comes. Past the init limit (1 s here, 10 s on Lambda) the
+    environment is stopped and init is tried once more inside the invocation, under the function's timeout (2 s),
+    as Lambda does; that fails too: Sandbox.Timedout. Every invoke is a fresh attempt with the same answer."""
+    healthy(client)
+    before = footprint(service)
+    cold = pool(service, "no-next")["cold_starts"]
+    for attempt in (1, 2):
+        started = time.monotonic()
+        response, body = invoke(client, "no-next", {})
+        took = time.monotonic() - started
+        assert response["FunctionError"] == "Unhandled"
+        assert json.loads(body) == {
+            "errorType": "Sandbox.Timedout",
+            "errorMessage": f"RequestId: {request_id(response)} Error: Task timed out after 2.00 seconds",
+        }
+        assert 2.5 <= took < 10, took  # init limit, then the function timeout
+        # Two environments per invoke: the one that timed out its init, the one that retried it.
+        assert pool(service, "no-next")["cold_starts"] == cold + 2 * attempt
+    wait_for(lambda: pool(service, "no-next")["environments"] == {}, 5, "no environment left for no-next")
+    healthy(client)
+    assert footprint(service) == before
+
+
+# -- a runtime that talks nonsense ------------------------------------------------------------------
+
+
+def test_garbage_from_the_runtime_is_refused_and_its_invocation_still_answers(client, service):
+    """Bytes that are not HTTP, a bad request line, an oversized header section (400, connection closed),
+    paths that are not the Runtime API's (404, the Invoke API included: a sandbox reaches its own endpoint
+    only) and request ids that are not the invocation's (400): each is refused on its own connection, and
+    the environment carries on with the invocation it holds."""
+    before = healthy(client)
+    usage = footprint(service)
+    response, body = invoke(client, "misbehave", {"fault": "garbage"})
+    assert "FunctionError" not in response, body
+    seen = json.loads(body)
+    assert seen["count"] == before["count"] + 1  # the same environment
+    for what in ("not_http", "bad_request_line", "huge_header"):
+        assert seen[what].startswith("HTTP/1.1 400 "), (what, seen[what])
+        assert '"errorType":"BadRequest"' in seen[what]
+    assert seen["wrong_paths"] == [404, 400, 404, 404]
+    for what in ("unknown_id", "error_unknown_id"):
+        assert seen[what]["status"] == 400
+        assert json.loads(seen[what]["body"])["errorType"] == "InvalidRequestID"
+    assert healthy(client)["count"] == before["count"] + 2
+    assert footprint(service) == usage
+
+
+def test_a_response_body_that_is_not_json_reaches_the_caller_as_it_was_posted(client):
+    """Lambda passes a runtime's /response body through, whatever it is."""
+    before = healthy(client)
+    response, body = invoke(client, "misbehave", {"fault": "garbage-body"})
+    assert response["StatusCode"] == 200
+    assert "FunctionError" not in response
+    assert body == b"\xff\xfe not JSON at all \x00"
+    assert healthy(client)["count"] == before["count"] + 2
+
+
+# -- a runtime that stops halfway -------------------------------------------------------------------
+
+
+def test_runtime_that_stalls_mid_response_times_out_and_its_environment_is_replaced(client, service):
+    """Headers and 10 of the 100 bytes its Content-Length declares, then nothing, the connection held open:
+    the invocation ends at the function's timeout (3 s) with Sandbox.Timedout, and the environment is
+    stopped; the next invoke gets a new one."""
+    healthy(client)
+    before = footprint(service)
+    started = time.monotonic()
+    response, body = invoke(client, "misbehave", {"fault": "stall"})
+    took = time.monotonic() - started
+    assert response["FunctionError"] == "Unhandled"
+    assert json.loads(body) == {
+        "errorType": "Sandbox.Timedout",
+        "errorMessage": f"RequestId: {request_id(response)} Error: Task timed out after 3.00 seconds",
+    }
+    assert 3 <= took < 8, took
+    assert healthy(client)["count"] == 1  # a new environment
+    wait_for(lambda: pool(service, "misbehave")["environments"] == {"ready": 1}, 5, "one environment, ready")
+    assert footprint(service) == before
+
+
+# -- the caller goes away ---------------------------------------------------------------------------
+
+
+def test_caller_that_disconnects_mid_invoke_does_not_leak_its_environment(client, service):
+    """The caller's connection closes while its invocation runs: the function finishes (as on Lambda), and its
+    environment goes back to the pool; the next invoke is warm on it."""
+    before = healthy(client)
+    wait_for(lambda: pool(service, "misbehave")["environments"] == {"ready": 1}, 5, "one environment, ready")
+    cold = pool(service, "misbehave")["cold_starts"]
+    usage = footprint(service)
+    payload = json.dumps({"fault": "sleep", "seconds": 1}).encode()
+    with socket.create_connection(("127.0.0.1", service.port)) as conn:
+        conn.sendall(
+            b"POST /2015-03-31/functions/misbehave/invocations HTTP/1.1\r\nHost: x\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        wait_for(lambda: pool(service, "misbehave")["environments"].get("busy"), 5, "the invoke to be running")
+    # Gone before the answer; the function sleeps on.
+    wait_for(lambda: pool(service, "misbehave")["environments"] == {"ready": 1}, 10, "the environment back, ready")
+    after = healthy(client)
+    assert after["count"] == before["count"] + 2  # the abandoned invocation ran to its end in the same one
+    assert pool(service, "misbehave")["cold_starts"] == cold
+    assert footprint(service) == usage
