@@ -20,16 +20,21 @@ exactly are listed here, not tested twice:
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 from conftest import ServiceProcess, sandbox_processes
 from support import invoke, request_id, wait_for
 
@@ -215,3 +220,75 @@ def test_caller_that_disconnects_mid_invoke_does_not_leak_its_environment(client
     assert after["count"] == before["count"] + 2  # the abandoned invocation ran to its end in the same one
     assert pool(service, "misbehave")["cold_starts"] == cold
     assert footprint(service) == usage
+
+
+# -- the data folder's disk is full -----------------------------------------------------------------
+
+
+def _zip(source: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", source)
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def tiny_disk(folder: Path, size: str = "1m") -> Iterator[Path]:
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the disk under `folder` to the last byte; the file that does it."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def test_full_disk_under_the_data_folder_is_a_clean_error_and_existing_functions_keep_serving(start_service, tmp_path):
+    """CreateFunction and UpdateFunctionCode store the package under SANDBOX_DATA_DIR: on a full disk they answer
+    Lambda's CodeStorageExceededException (a 400 boto3 does not retry), nothing half-made is left, and what was
+    deployed before serves on; once space is back, they work again."""
+    with tiny_disk(tmp_path / "data") as data:
+        service = start_service(TEMPLATE, env={**SERVICE_ENV, "SANDBOX_DATA_DIR": str(data)})
+        client = service.client()
+        create = {"Runtime": "python3.11", "Role": "arn:aws:iam::123456789012:role/x", "Handler": "app.handler"}
+        client.create_function(FunctionName="before", Code={"ZipFile": _zip(ECHO)}, **create)
+        client.get_waiter("function_active_v2").wait(FunctionName="before")
+        filler = fill(data)
+
+        with pytest.raises(ClientError) as created:
+            client.create_function(FunctionName="after", Code={"ZipFile": _zip(ECHO + "\n# new\n")}, **create)
+        assert created.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert created.value.response["Error"]["Code"] == "CodeStorageExceededException"
+        with pytest.raises(ClientError) as updated:
+            client.update_function_code(FunctionName="before", ZipFile=_zip(ECHO + "\n# v2\n"))
+        assert updated.value.response["Error"]["Code"] == "CodeStorageExceededException"
+
+        names = [f["FunctionName"] for f in client.list_functions()["Functions"]]
+        assert "after" not in names
+        assert client.get_function(FunctionName="before")["Configuration"]["LastUpdateStatus"] == "Successful"
+        response, body = invoke(client, "before", {"still": "here"})
+        assert "FunctionError" not in response and json.loads(body) == {"still": "here"}
+        healthy(client)
+        assert "Traceback" not in service.logs()
+
+        filler.unlink()  # space is back
+        client.update_function_code(FunctionName="before", ZipFile=_zip(ECHO + "\n# v2\n"))
+        client.get_waiter("function_updated_v2").wait(FunctionName="before")
+        client.create_function(FunctionName="after", Code={"ZipFile": _zip(ECHO)}, **create)
+        client.get_waiter("function_active_v2").wait(FunctionName="after")
+        assert json.loads(invoke(client, "after", {"n": 1})[1]) == {"n": 1}
+        service.stop()
+
+
+ECHO = "def handler(event, context):\n    return event\n"
