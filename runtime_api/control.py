@@ -112,6 +112,37 @@ class ControlPlane:
             self.registry.aliases(latest.name).update({alias.name: alias for alias in aliases})
             self.entries[latest.name] = entry
 
+    async def apply_template(self, functions: list[FunctionSpec]) -> dict[str, list[str]]:
+        """The template was edited: serve its functions as they are now. Removed ones stop (running invocations
+        finish), added ones start, changed ones are redeployed (a new pool: busy environments finish with the
+        old configuration); functions created through the API are left alone. The names per kind of change."""
+        new = {spec.name: spec for spec in functions}
+        old = {name: self.registry.get(name) for name, entry in self.entries.items() if entry.source == "template"}
+        changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": [n for n in old if n not in new]}
+        for name in changes["removed"]:
+            for removed in self.registry.remove(name):
+                self.service.undeploy(removed)
+            del self.entries[name]
+        for name, spec in new.items():
+            if name in self.entries and name not in old:
+                log.warning("template.shadowed", function=name, detail="a function created through the API has it")
+                continue
+            if name not in old:
+                self.entries[name] = Entry(meta=template_meta(self.account_id), source="template")
+                changes["added"].append(name)
+            elif old[name] != spec:
+                self.entries[name].meta = template_meta(self.account_id)  # a new revision, its digest computed anew
+                changes["changed"].append(name)
+            else:
+                continue
+            self.registry.add(spec)
+        served = [spec for name, spec in new.items() if self.entries[name].source == "template"]
+        await self.service.set_template_functions(served)
+        for name in changes["added"] + changes["changed"]:
+            if (reason := await self.service.deploy(new[name])) is not None:
+                log.warning("function.unavailable", function=name, reason=reason)
+        return changes
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

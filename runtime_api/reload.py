@@ -12,7 +12,7 @@ their invocation with the old code, and the next ones start from the new copy.
 Functions with a requirements.txt are served from their build (`build.py`). A change to their code
 only makes the build out of date, which is reported (`function.not_built`): the old build goes on
 serving until `sandbox-runtime build` writes a new one, which is noticed by its manifest changing
-(one `stat` per invoke of such a function). Template changes themselves are not reloaded.
+(one `stat` per invoke of such a function). Edits of the template itself are `template_reload.py`'s.
 """
 
 from __future__ import annotations

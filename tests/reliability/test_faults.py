@@ -292,3 +292,43 @@ def test_full_disk_under_the_data_folder_is_a_clean_error_and_existing_functions
 
 
 ECHO = "def handler(event, context):\n    return event\n"
+
+
+# -- the template is edited into something invalid ---------------------------------------------------
+
+
+def test_template_edited_into_something_invalid_keeps_the_old_functions_and_says_why(start_service, tmp_path):
+    """The template file is watched while serving (runtime_api/template_reload.py; valid edits are in
+    tests/test_template_reload.py). An edit that does not load, as YAML or as SAM, changes nothing: the
+    functions loaded before serve on, template.reload_failed gives the loader's message; fixing the file
+    reloads it."""
+    template = tmp_path / "template.yaml"
+    original = TEMPLATE.read_text().replace("functions/", f"{HERE}/functions/")
+    template.write_text(original)
+    service = start_service(template, env=SERVICE_ENV)
+    client = service.client()
+    before = healthy(client)
+
+    def failures() -> list[dict]:
+        return [e for e in service.log_events() if e.get("event") == "template.reload_failed"]
+
+    template.write_text(original + "  Broken: [unclosed\n")  # not YAML
+    failed = wait_for(failures, 10, "the failed reload to be logged")[0]
+    assert failed["level"] == "error"
+    assert str(template) in failed["detail"] or failed["template"] == str(template)
+    assert healthy(client)["count"] == before["count"] + 1  # the same environment serves on
+
+    # YAML, but not a template that loads: a function whose code folder does not exist.
+    template.write_text(original.replace(f"{HERE}/functions/misbehave/", f"{HERE}/functions/nowhere/"))
+    wait_for(lambda: len(failures()) >= 2, 10, "the second failed reload to be logged")
+    assert "nowhere" in failures()[1]["detail"], failures()[1]
+    assert healthy(client)["count"] == before["count"] + 2
+    assert not [e for e in service.log_events() if e.get("event") == "template.reloaded"]
+    assert "Traceback" not in service.logs()
+
+    template.write_text(original.replace("Timeout: 3", "Timeout: 4"))  # fixed: reloaded
+    wait_for(
+        lambda: [e for e in service.log_events() if e.get("event") == "template.reloaded"], 10, "the fixed template"
+    )
+    assert client.get_function(FunctionName="misbehave")["Configuration"]["Timeout"] == 4
+    assert healthy(client)["count"] == 1  # redeployed: a new environment
