@@ -232,6 +232,13 @@ class HotReloader:
             task.cancel()
         self._watcher.close()
 
+    def hand_over(self, successor: HotReloader) -> None:
+        """`successor` (watching already) serves from now on: it gets the changes seen here and not reloaded
+        yet, and reloads under way finish on their own."""
+        self._collect()
+        successor._dirty.update(name for name in self._dirty | set(self._running) if name in successor._code_dirs)
+        self._watcher.close()
+
     def _track_manifest(self, name: str) -> None:
         """Functions (and layers) with a requirements.txt are served from their build: a new build
         (its manifest replaced) is a change too."""

@@ -307,8 +307,12 @@ class Service:
         """The template's functions changed (`template_reload`): build sources and hot reload follow them."""
         self._template_code = {f.name: f.code_dir for f in functions if f.code_dir is not None}
         if self.reloader is not None:
-            self.reloader.close()
-            self.reloader = await asyncio.to_thread(start_hot_reload, self, functions)
+            reloader = await asyncio.to_thread(start_hot_reload, self, functions)
+            if reloader is not None:
+                self.reloader.hand_over(reloader)  # code edits not reloaded yet are not forgotten
+            else:
+                self.reloader.close()
+            self.reloader = reloader
 
     def staged_code(self, function: FunctionSpec) -> Path | None:
         return self._code.get(function.key)

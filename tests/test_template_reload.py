@@ -18,13 +18,13 @@ from support import invoke, wait_for
 PYTHON = Path(__file__).resolve().parent / "functions" / "python"
 
 
-def write(path: Path, functions: dict[str, str]) -> None:
+def write(path: Path, functions: dict[str, str], *, code: Path = PYTHON) -> None:
     """A template of python3.11 functions over tests/functions/python, name -> handler; written as editors
     save (a new file renamed over the old one)."""
     resources = {
         name.title().replace("-", ""): {
             "Type": "AWS::Serverless::Function",
-            "Properties": {"FunctionName": name, "Handler": handler, "Runtime": "python3.11", "CodeUri": str(PYTHON)},
+            "Properties": {"FunctionName": name, "Handler": handler, "Runtime": "python3.11", "CodeUri": str(code)},
         }
         for name, handler in functions.items()
     }
@@ -64,6 +64,26 @@ def test_an_edit_redeploys_what_changed_adds_and_removes_functions(start_service
     assert sorted(f["FunctionName"] for f in client.list_functions()["Functions"]) == ["change", "keep", "new"]
     assert client.get_function(FunctionName="change")["Configuration"]["Handler"] == "app.one_param"
     wait_for(lambda: "gone" not in service.health()["pools"]["functions"], 10, "the removed function's pool to end")
+
+
+def test_a_code_edit_made_before_a_template_edit_is_still_served(start_service, tmp_path):
+    """Code changes are noticed at the next invoke; a template reload in between must not forget them."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "app.py").write_text("def handler(event, context):\n    return 'v1'\n")
+    template = tmp_path / "template.yaml"
+    write(template, {"keep": "app.handler"}, code=code)
+    service = start_service(template)
+    client = service.client()
+    assert json.loads(invoke(client, "keep", {})[1]) == "v1"
+
+    (code / "app.py").write_text("def handler(event, context):\n    return 'v2'\n")
+    write(template, {"keep": "app.handler", "other": "app.handler"}, code=code)
+    wait_for(lambda: events(service, "template.reloaded"), 10, "the template to be reloaded")
+    assert json.loads(invoke(client, "keep", {})[1]) == "v2"
+    (code / "app.py").write_text("def handler(event, context):\n    return 'v3'\n")  # and watched after it
+    assert json.loads(invoke(client, "other", {})[1]) == "v3"
+    assert json.loads(invoke(client, "keep", {})[1]) == "v3"
 
 
 def test_without_hot_reload_the_template_loaded_at_start_serves(start_service, tmp_path):
