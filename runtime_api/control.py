@@ -90,6 +90,7 @@ class ControlPlane:
         self.region, self.account_id = settings.region, settings.account_id
         for function in self.registry:
             self.entries[function.name] = Entry(meta=template_meta(self.account_id), source="template")
+        self._template = {function.name: function for function in self.registry}  # as the template last said
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -115,32 +116,35 @@ class ControlPlane:
     async def apply_template(self, functions: list[FunctionSpec]) -> dict[str, list[str]]:
         """The template was edited: serve its functions as they are now. Removed ones stop (running invocations
         finish), added ones start, changed ones are redeployed (a new pool: busy environments finish with the
-        old configuration); functions created through the API are left alone. The names per kind of change."""
+        old configuration). A function is changed when the template says something else for it than last time
+        (an UpdateFunctionCode since is kept until then); functions created through the API are left alone.
+        The names per kind of change."""
         new = {spec.name: spec for spec in functions}
-        old = {name: self.registry.get(name) for name, entry in self.entries.items() if entry.source == "template"}
+        old = self._template
         changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": [n for n in old if n not in new]}
         for name in changes["removed"]:
+            entry = self.entries.get(name)
+            if entry is None or entry.source != "template":
+                continue  # deleted through the API meanwhile (and maybe created again there)
             for removed in self.registry.remove(name):
                 self.service.undeploy(removed)
             del self.entries[name]
         for name, spec in new.items():
-            if name in self.entries and name not in old:
+            if name not in old and name in self.entries:
                 log.warning("template.shadowed", function=name, detail="a function created through the API has it")
-                continue
-            if name not in old:
-                self.entries[name] = Entry(meta=template_meta(self.account_id), source="template")
+            elif name not in old:
                 changes["added"].append(name)
             elif old[name] != spec:
-                self.entries[name].meta = template_meta(self.account_id)  # a new revision, its digest computed anew
                 changes["changed"].append(name)
-            else:
-                continue
-            self.registry.add(spec)
-        served = [spec for name, spec in new.items() if self.entries[name].source == "template"]
-        await self.service.set_template_functions(served)
+        self._template = {name: spec for name, spec in new.items() if name in old or name in changes["added"]}
+        await self.service.set_template_functions(list(self._template.values()))
         for name in changes["added"] + changes["changed"]:
-            if (reason := await self.service.deploy(new[name])) is not None:
+            spec = new[name]
+            if (reason := await self.service.deploy(spec)) is not None:  # served from here on; then shown
                 log.warning("function.unavailable", function=name, reason=reason)
+            self.registry.add(spec)
+            entry = self.entries.setdefault(name, Entry(meta=template_meta(self.account_id), source="template"))
+            entry.meta = template_meta(self.account_id)  # a new revision, its code digest computed anew
         return changes
 
     async def close(self) -> None:

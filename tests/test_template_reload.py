@@ -5,9 +5,11 @@ keeps the template loaded at start."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,27 @@ def test_a_code_edit_made_before_a_template_edit_is_still_served(start_service, 
     (code / "app.py").write_text("def handler(event, context):\n    return 'v3'\n")  # and watched after it
     assert json.loads(invoke(client, "other", {})[1]) == "v3"
     assert json.loads(invoke(client, "keep", {})[1]) == "v3"
+
+
+def test_an_edit_leaves_functions_it_does_not_change_as_they_are_served(start_service, tmp_path):
+    """What the template says of a function is compared with what it said before, not with what serves: code
+    given through UpdateFunctionCode since stays until the template changes that function."""
+    template = tmp_path / "template.yaml"
+    write(template, {"updated": "app.echo", "other": "app.echo"})
+    service = start_service(template)
+    client = service.client()
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("app.py", "def echo(event, context):\n    return 'from the api'\n")
+    client.update_function_code(FunctionName="updated", ZipFile=package.getvalue())
+    client.get_waiter("function_updated_v2").wait(FunctionName="updated")
+    assert json.loads(invoke(client, "updated", {})[1]) == "from the api"
+
+    write(template, {"updated": "app.echo", "other": "app.one_param"})
+    reloaded = wait_for(lambda: events(service, "template.reloaded"), 10, "the template to be reloaded")[0]
+    assert reloaded["changed"] == ["other"]
+    assert json.loads(invoke(client, "updated", {})[1]) == "from the api"
+    assert json.loads(invoke(client, "other", {"n": 1})[1]) == {"got": {"n": 1}}
 
 
 def test_without_hot_reload_the_template_loaded_at_start_serves(start_service, tmp_path):
