@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from load_client import LoadResult, get_json, run_load
+from support import wait_for
 
 HERE = Path(__file__).resolve().parent
 FUNCTIONS = [f"echo-{n}" for n in range(10)]
@@ -21,15 +22,24 @@ CONCURRENCY = 64
 SAMPLE_EVERY = 10_000
 INVOKES = int(os.environ.get("SANDBOX_LOAD_INVOKES", "100000"))
 # After the first 10,000 (cold starts, first-use caches, allocator arenas reaching their working size), the
-# service holds nothing per invoke: RSS may wander by what the allocator keeps around (a few MB measured),
-# not grow with the count. Descriptors are the listeners, pipes and connections of the environments and the
-# 64 client connections, all steady once the pools stop growing.
+# service holds nothing per invoke: RSS may wander by what the allocator keeps around (under 1 MB measured),
+# not grow with the count; 8 MB is what a leak of 100 bytes per invoke would add over 90,000.
 RSS_TOLERANCE_KB = 8 * 1024
+# Descriptors are the 64 client connections, the service's own, and 6 per environment (measured: its listener,
+# the runtime's connection, the output pipe, the pidfd, the cgroup's and the info pipe's). Pools may still
+# grow after the warm-up on a busy machine (a function's in-flight peak comes later): what must stay flat is
+# what environments do not account for.
+FDS_PER_ENVIRONMENT = 6
 FD_TOLERANCE = 4
 
 
 def _live(health: dict) -> int:
     return health["pools"]["environments"]["live"]
+
+
+def _busy(health: dict, name: str) -> int:
+    environments = health["pools"]["functions"][name]["environments"]
+    return sum(count for state, count in environments.items() if state != "ready")
 
 
 def report(result: LoadResult) -> str:
@@ -48,8 +58,10 @@ def report(result: LoadResult) -> str:
 def test_invokes_at_concurrency_64_lose_nothing_and_stay_flat(start_service):
     service = start_service(
         HERE / "template.yaml",
-        # Info, not debug: the per-invoke debug lines would measure the log file, not the service.
-        env={"SANDBOX_LOG_LEVEL": "info", "SANDBOX_POOL_SIZE": "0"},
+        # Info, not debug: the per-invoke debug lines would measure the log file, not the service. On a machine
+        # shared with other work, ~100 cold starts at once have taken over 11 s: Lambda's 10 s init limit would
+        # replace some environments (correctly), which is not what this test looks at.
+        env={"SANDBOX_LOG_LEVEL": "info", "SANDBOX_POOL_SIZE": "0", "SANDBOX_INIT_TIMEOUT": "60"},
     )
     host, port = "127.0.0.1", service.port
 
@@ -80,14 +92,23 @@ def test_invokes_at_concurrency_64_lose_nothing_and_stay_flat(start_service):
     assert len(samples) >= 3, "too few invokes to compare a warm-up with an end"
     warm, last = samples[1], samples[-1]
     assert last.rss_kb - warm.rss_kb <= RSS_TOLERANCE_KB, report(result)
-    assert abs(last.fds - warm.fds) <= FD_TOLERANCE, report(result)
-    # The pools end bounded. A function's pool grows to the most invokes it had in flight at once (up to 64),
-    # and those peaks come at different moments for different functions (87 environments were measured during
-    # the cold starts): the bound is on growth after the warm-up, where a leaked environment would add one
-    # every time, and a ceiling of twice the concurrency.
-    assert max(s.extra for s in samples) <= 2 * CONCURRENCY, report(result)
-    assert last.extra <= warm.extra + 2, report(result)
-    health = service.health()
-    assert _live(health) <= last.extra
+    unaccounted = [s.fds - FDS_PER_ENVIRONMENT * s.extra for s in samples]
+    assert abs(unaccounted[-1] - unaccounted[1]) <= FD_TOLERANCE, report(result)
+    # The pools end bounded: a function's pool grows to the most invokes it had in flight at once (peaks that
+    # come at different moments for different functions: 87 to 100 environments in all were measured), never
+    # past the concurrency; and none churned: with no fault, every environment started is still there,
+    # ready (a leaked one would be stuck busy, a lost one replaced by another cold start).
+
+    def settled() -> dict | None:
+        health = service.health()
+        return health if not any(_busy(health, name) for name in FUNCTIONS) else None
+
+    health = wait_for(settled, 10, "every environment to be ready again")
+    for name in FUNCTIONS:
+        described = health["pools"]["functions"][name]
+        assert described["queued"] == 0
+        assert sum(described["environments"].values()) <= CONCURRENCY
+        assert described["environments"] == {"ready": described["cold_starts"]}, (name, described)
+    assert _live(health) == last.extra, report(result)
     for name in FUNCTIONS:
         assert health["pools"]["functions"][name]["queued"] == 0
