@@ -34,6 +34,7 @@ class Sample:
 @dataclass
 class LoadResult:
     sent: int = 0
+    abandoned: int = 0  # requests whose caller went away at once (`abandon_every`)
     received: int = 0
     lost: int = 0  # requests sent that got no answer (connection closed, timed out)
     duplicated: int = 0  # answers carrying an id already answered
@@ -92,8 +93,10 @@ async def run_load(
     sample_every: int = 10_000,
     extra: Callable[[], Awaitable[Any]] | None = None,
     answer_timeout: float = 60.0,
+    abandon_every: int = 0,
 ) -> LoadResult:
-    """Send `total` invokes, request i to functions[i % len(functions)], from `concurrency` workers."""
+    """Send `total` invokes, request i to functions[i % len(functions)], from `concurrency` workers. With
+    `abandon_every` = n, every n-th request's connection is closed right after it is sent (not counted as sent)."""
     result = LoadResult()
     answered: set[int] = set()
     counter = iter(range(total))
@@ -120,6 +123,12 @@ async def run_load(
             assert reader is not None
             function = functions[i % len(functions)]
             writer.write(_request(host, port, function, b'{"id":%d,"fn":"%s"}' % (i, function.encode())))
+            if abandon_every and i % abandon_every == 0:  # a caller that goes away before its answer
+                await writer.drain()
+                writer.close()
+                reader = writer = None
+                result.abandoned += 1
+                continue
             result.sent += 1
             try:
                 status, headers, body = await asyncio.wait_for(_read_response(reader), answer_timeout)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from load_client import LoadResult, get_json, run_load
+from load_client import LoadResult, get_json, process_usage, run_load
 from support import wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -25,8 +25,7 @@ INVOKES = int(os.environ.get("SANDBOX_LOAD_INVOKES", "100000"))
 # service holds nothing per invoke: RSS may wander by what the allocator keeps around (under 1 MB measured),
 # not grow with the count; 8 MB is what a leak of 100 bytes per invoke would add over 90,000.
 RSS_TOLERANCE_KB = 8 * 1024
-# Descriptors are the 64 client connections, the service's own, and 6 per environment (measured: its listener,
-# the runtime's connection, the output pipe, the pidfd, the cgroup's and the info pipe's). Pools may still
+# Descriptors are the 64 client connections, the service's own, and 6 per environment (measured). Pools may still
 # grow after the warm-up on a busy machine (a function's in-flight peak comes later): what must stay flat is
 # what environments do not account for.
 FDS_PER_ENVIRONMENT = 6
@@ -37,9 +36,17 @@ def _live(health: dict) -> int:
     return health["pools"]["environments"]["live"]
 
 
-def _busy(health: dict, name: str) -> int:
-    environments = health["pools"]["functions"][name]["environments"]
-    return sum(count for state, count in environments.items() if state != "ready")
+def all_ready(service) -> dict:
+    """/health once no environment of the load's functions is busy or starting."""
+
+    def settled() -> dict | None:
+        health = service.health()
+        for name in FUNCTIONS:
+            if set(health["pools"]["functions"][name]["environments"]) - {"ready"}:
+                return None
+        return health
+
+    return wait_for(settled, 30, "every environment to be ready again")  # type: ignore[return-value]
 
 
 def report(result: LoadResult) -> str:
@@ -98,12 +105,7 @@ def test_invokes_at_concurrency_64_lose_nothing_and_stay_flat(start_service):
     # come at different moments for different functions: 87 to 100 environments in all were measured), never
     # past the concurrency; and none churned: with no fault, every environment started is still there,
     # ready (a leaked one would be stuck busy, a lost one replaced by another cold start).
-
-    def settled() -> dict | None:
-        health = service.health()
-        return health if not any(_busy(health, name) for name in FUNCTIONS) else None
-
-    health = wait_for(settled, 10, "every environment to be ready again")
+    health = all_ready(service)
     for name in FUNCTIONS:
         described = health["pools"]["functions"][name]
         assert described["queued"] == 0
@@ -112,3 +114,42 @@ def test_invokes_at_concurrency_64_lose_nothing_and_stay_flat(start_service):
     assert _live(health) == last.extra, report(result)
     for name in FUNCTIONS:
         assert health["pools"]["functions"][name]["queued"] == 0
+
+
+@pytest.mark.slow
+def test_callers_that_go_away_mid_invoke_under_load_leave_nothing_behind(start_service):
+    """Every 5th caller closes its connection right after sending its invoke, 64 at a time: the invocations
+    run to their end, their environments go back to the pools, and once the load is over the service holds
+    no descriptor more than its environments account for."""
+    service = start_service(
+        HERE / "template.yaml",
+        env={"SANDBOX_LOG_LEVEL": "info", "SANDBOX_POOL_SIZE": "0", "SANDBOX_INIT_TIMEOUT": "60"},
+    )
+    before = process_usage(service.proc.pid)[1]
+    result = asyncio.run(
+        run_load(
+            "127.0.0.1",
+            service.port,
+            FUNCTIONS,
+            total=5_000,
+            concurrency=CONCURRENCY,
+            pid=service.proc.pid,
+            sample_every=5_000,
+            abandon_every=5,
+        )
+    )
+    assert result.abandoned == 1_000
+    assert result.received == result.sent == 4_000, result.not_ok
+    assert (result.lost, result.duplicated, result.mismatched, result.not_ok_count) == (0, 0, 0, 0), result.not_ok
+    health = all_ready(service)
+    for name in FUNCTIONS:
+        described = health["pools"]["functions"][name]
+        assert described["environments"] == {"ready": described["cold_starts"]}, (name, described)
+    wait_for(
+        lambda: (
+            abs(process_usage(service.proc.pid)[1] - FDS_PER_ENVIRONMENT * _live(service.health()) - before)
+            <= FD_TOLERANCE
+        ),
+        10,
+        "the service's descriptors to be its environments' only",
+    )
