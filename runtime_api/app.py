@@ -28,6 +28,7 @@ from .mcp_http import MCPEndpoint
 from .metrics import CONTENT_TYPE_LATEST
 from .service import Service, StartupError
 from .session_routes import routes as session_routes
+from .template_reload import TemplateLoader, TemplateReloader
 
 log = get_logger("app")
 
@@ -166,7 +167,9 @@ async def metrics(request: Request) -> Response:
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(service: Service) -> InvokeFastPath:
+def create_app(service: Service, *, reload_template: TemplateLoader | None = None) -> InvokeFastPath:
+    """The service's HTTP app. `reload_template` loads the template's functions again: given, edits of the
+    template file are applied while serving (`template_reload`)."""
     settings = service.settings
     control = ControlPlane(service, Store(settings.data_dir))
     try:
@@ -184,14 +187,20 @@ def create_app(service: Service) -> InvokeFastPath:
             service, store, retry_delay=settings.event_retry_delay_seconds, control=control
         )
         heartbeat = None
+        template_reloader = None
         try:
             await service.start()
             await events.resume()  # Event invocations accepted before a restart, now that their functions run
+            if reload_template is not None and settings.template is not None:
+                template_reloader = TemplateReloader(settings.template, reload_template, control)
+                template_reloader.start()
             if settings.heartbeat_url:
                 heartbeat = Heartbeat(service, settings.heartbeat_url, settings.heartbeat_interval_seconds)
                 heartbeat.start()
             yield
         finally:
+            if template_reloader is not None:
+                await template_reloader.close()
             if heartbeat is not None:
                 await heartbeat.close()
             await mcp.close()

@@ -341,6 +341,17 @@ class Service:
             return True
         return bool(function.layers) and self._stage_layers(function) != self._opt.get(function.key)
 
+    async def set_template_functions(self, functions: list[FunctionSpec]) -> None:
+        """The template's functions changed (`template_reload`): build sources and hot reload follow them."""
+        self._template_code = {f.name: f.code_dir for f in functions if f.code_dir is not None}
+        if self.reloader is not None:
+            reloader = await asyncio.to_thread(start_hot_reload, self, functions)
+            if reloader is not None:
+                self.reloader.hand_over(reloader)  # code edits not reloaded yet are not forgotten
+            else:
+                self.reloader.close()
+            self.reloader = reloader
+
     def staged_code(self, function: FunctionSpec) -> Path | None:
         return self._code.get(function.key)
 
