@@ -103,6 +103,7 @@ class GenericPool:
         self._templates: dict[Key, SandboxSpec] = {}
         self._wanted: collections.Counter[Key] = collections.Counter()
         self._closed = False
+        self._watching: dict[BwrapSandbox, int] = {}  # ready sandbox -> its pidfd (loop thread only)
         self.taken = 0
         self.missed = 0  # takes that found no ready sandbox (the caller started one from nothing)
         self.failed: str | None = None  # the last start or assignment failure
@@ -150,6 +151,7 @@ class GenericPool:
         self._refill(key)
         if sandbox is None:
             return None
+        self._loop.call_soon_threadsafe(self._unwatch, sandbox)  # its environment watches it from now on
         try:
             _assign(sandbox, spec)
         except Exception as exc:  # a broken spare must not fail the invoke: start one from nothing
@@ -213,17 +215,24 @@ class GenericPool:
     def _watch(self, key: Key, sandbox: BwrapSandbox) -> None:
         """On the loop: a ready sandbox that dies (killed from outside) is dropped and replaced at once,
         not found dead by the next cold start."""
+        with self._lock:
+            if not any(sandbox in ready for ready in self._ready.values()):
+                return  # taken or discarded already
         try:
             pidfd = os.pidfd_open(sandbox.pid)
         except ProcessLookupError:
-            self._on_exit(key, sandbox, None)
+            self._on_exit(key, sandbox)
             return
-        self._loop.add_reader(pidfd, self._on_exit, key, sandbox, pidfd)
+        self._watching[sandbox] = pidfd
+        self._loop.add_reader(pidfd, self._on_exit, key, sandbox)
 
-    def _on_exit(self, key: Key, sandbox: BwrapSandbox, pidfd: int | None) -> None:
-        if pidfd is not None:
+    def _unwatch(self, sandbox: BwrapSandbox) -> None:
+        if (pidfd := self._watching.pop(sandbox, None)) is not None:
             self._loop.remove_reader(pidfd)
             os.close(pidfd)
+
+    def _on_exit(self, key: Key, sandbox: BwrapSandbox) -> None:
+        self._unwatch(sandbox)
         with self._lock:
             ready = self._ready.get(key)
             dead = ready is not None and sandbox in ready
