@@ -289,8 +289,9 @@ def _scale_breakdown(s: dict[str, Any]) -> list[str]:
             kinds = "; ".join(
                 f"{kind} {v['rss_mb']:.2f}/{v['pss_mb']:.2f}/{v['uss_mb']:.2f}" for kind, v in mem["by_process"].items()
             )
+            served = f", {s['one_invocations']} invokes" if variant == "one" and "one_invocations" in s else ""
             lines.append(
-                f"scale: idle env ({variant}, {label}, {mem['environments']} envs) MB RSS/PSS/USS median "
+                f"scale: idle env ({variant}, {label}{served}, {mem['environments']} envs) MB RSS/PSS/USS median "
                 f"{mem['rss']['median']:.2f}/{mem['pss']['median']:.2f}/{mem['uss']['median']:.2f}, "
                 f"max RSS {mem['rss']['max']:.2f}; per process (median): {kinds}"
             )

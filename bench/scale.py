@@ -193,6 +193,7 @@ def run(workdir: Path, uid_base: int, params: dict[str, Any], log: Log) -> dict[
             "after": summary_ms(after),
             **{name: summary_ms(values) for name, values in timings.items()},
             "ready_seconds": ready_s,
+            "one_invocations": 2 * (warmup + samples) + max(warmup, count) + samples,
             "memory_after_init": idle_after_init,
             "memory": {
                 "functions": environment_memory(functions, ranges["functions"]),
