@@ -26,13 +26,12 @@ def set_variable(key: str, value: str | None) -> None:
     if value is None:
         os.environ.pop(key, None)  # unsetenv drops the pointer; the buffer stays ours for the next value
         return
-    if _putenv is None and key not in _buffers:
-        # The first value goes through setenv (one string kept, once): a cold start's first invocation does
-        # not wait for ctypes' import (1-4 ms here), which the second value pays instead.
-        _buffers[key] = None
+    if _putenv is None:
+        # Until `load` has run, values go through setenv (one string kept each): a cold start's invocation does
+        # not wait for ctypes' import (1-4 ms here), done once its answer is out.
         os.environ[key] = value
         return
-    putenv = _load_putenv() if _putenv is None else _putenv
+    putenv = _putenv
     if putenv is False or "\0" in value:
         os.environ[key] = value  # (which refuses a NUL as it always did)
         return
@@ -49,6 +48,13 @@ def set_variable(key: str, value: str | None) -> None:
         return
     _buffers[key] = buffer  # a replaced, smaller buffer is freed only now that the environment points here
     environ._data[environ.encodekey(key)] = environ.encodevalue(value)
+
+
+def load() -> None:
+    """Get putenv ready (import ctypes) for the values to come: called once an invocation has been answered,
+    where it delays no one's answer (at most, once, an invocation already waiting for this runtime)."""
+    if _putenv is None:
+        _load_putenv()
 
 
 def _load_putenv() -> Any:
