@@ -78,6 +78,7 @@ class FunctionPool:
         for env in self.environments:
             if env.state is State.STARTING and not env.has_work:
                 env.assign(invocation)
+                self._prestarted(env)  # a cold start for this invocation now, which no pacing holds back
                 return
         if len(self.environments) < self.limit and self.capacity.acquire():
             self._spawn(invocation)
