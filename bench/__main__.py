@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[Server] = []
     results: dict[str, Any] = {"params": params, "machine": info}
     try:
-        floor = service = cold_service = docker_service = sessions_service = None
+        floor = service = cold_service = nothing_service = docker_service = sessions_service = None
         if parts & {"warm", "throughput"}:
             floor = start_floor(workdir)
             pool = params["threads"]  # one warm environment per client thread
@@ -117,9 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         if "cold" in parts:
             names = _write_cold_template(workdir / "cold.yaml", params["cold_samples"] + params["cold_warmup"])
             cold_service = start_service(
-                "cold-service", workdir / "cold.yaml", workdir, pool_size=0, uid_range=(uid_base + 100, uid_base + 199)
+                "cold-service", workdir / "cold.yaml", workdir, pool_size=0, uid_range=(uid_base + 100, uid_base + 149)
             )
-            servers.append(cold_service)
+            # The same without pre-started generic sandboxes: every cold start from nothing.
+            nothing_service = start_service(
+                "cold-service-from-nothing",
+                workdir / "cold.yaml",
+                workdir,
+                pool_size=0,
+                uid_range=(uid_base + 150, uid_base + 199),
+                env={"SANDBOX_GENERIC_POOL_SIZE": "0"},
+            )
+            servers += [cold_service, nothing_service]
         if "sessions" in parts:
             sessions_service = start_service(
                 "sessions-service",
@@ -143,13 +152,17 @@ def main(argv: list[str] | None = None) -> int:
                     workdir,
                     pool_size=0,
                     uid_range=(uid_base + 250, uid_base + 499),
+                    # Both backends start a sandbox for each cold start (Docker's holders aside): bwrap's
+                    # generic sandboxes would compare a start with an assignment.
+                    env={"SANDBOX_GENERIC_POOL_SIZE": "0"},
                 )
                 servers.append(docker_service)
         if floor is not None and service is not None:
             floor.ready(lambda: floor_ready(floor))
             service.ready(lambda: service_ready(service, FUNCTION, params["threads"]))
-        if cold_service is not None:
+        if cold_service is not None and nothing_service is not None:
             cold_service.ready(lambda: service_ready(cold_service))
+            nothing_service.ready(lambda: service_ready(nothing_service))
         if (started_sessions := sessions_service) is not None:
             started_sessions.ready(lambda: service_ready(started_sessions, FUNCTION, 1))
         if (started_docker := docker_service) is not None:
@@ -199,9 +212,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         sandbox_floor = cold.BwrapFloor(workdir, uid=uid_base + 200) if cold_service or sessions_service else None
         try:
-            if cold_service is not None and sandbox_floor is not None:
-                _log(f"cold start: {params['cold_samples']} cold invokes, alternating with bwrap + python -c pass")
-                results["cold"] = cold.measure(cold_service.port, names, sandbox_floor, warmup=params["cold_warmup"])
+            if cold_service is not None and nothing_service is not None and sandbox_floor is not None:
+                _log(
+                    f"cold start: {params['cold_samples']} cold invokes with and without generic sandboxes, "
+                    "alternating with bwrap + python -c pass"
+                )
+                results["cold"] = cold.measure(
+                    cold_service.port, nothing_service.port, names, sandbox_floor, warmup=params["cold_warmup"]
+                )
             if sessions_service is not None and sandbox_floor is not None:
                 _log(
                     f"sessions: {params['sessions_samples']} creations each with and without the warm pool and of a "

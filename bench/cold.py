@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,10 @@ def python_pass_unsandboxed(interpreter: str) -> float:
 def cold_invoke(conn: http.client.HTTPConnection, function: str) -> tuple[float, float | None]:
     """The first invoke of `function`: client round trip (s) and the service's Init Duration (ms)."""
     headers = {"Content-Type": "application/json", "X-Amz-Log-Type": "Tail"}
+    # A fresh connection, made before the clock starts: samples are seconds apart, longer than the
+    # server keeps an idle connection.
+    conn.close()
+    conn.connect()
     start = time.perf_counter()
     conn.request("POST", f"/2015-03-31/functions/{function}/invocations", PAYLOAD, headers)
     response = conn.getresponse()
@@ -123,40 +128,62 @@ def cold_invoke(conn: http.client.HTTPConnection, function: str) -> tuple[float,
     return elapsed, float(match[1]) if match else None
 
 
-def measure(service_port: int, functions: list[str], floor: BwrapFloor, *, warmup: int) -> dict[str, Any]:
-    """Alternate: a cold invoke of the next unused function, then a floor sandbox (order flips each
-    sample), then one of the breakdown measurements in turn. The first `warmup` rounds are dropped."""
-    conn = http.client.HTTPConnection("127.0.0.1", service_port, timeout=60)
-    samples: dict[str, list[float]] = {"service": [], "floor": [], "init": []}
+def generic_ready(port: int, timeout: float = 30) -> None:
+    """Wait until the service's generic sandboxes are all started again: a refill must not overlap the
+    next measurement (of either side)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            generic = json.load(response)["pools"]["generic_sandboxes"]
+        if not generic["enabled"] or (generic["starting"] == 0 and generic["ready"] >= generic["size"]):
+            return
+        time.sleep(0.005)
+    raise InvokeFailed("the service's generic sandboxes did not refill within 30 s")
+
+
+def measure(
+    service_port: int, nothing_port: int, functions: list[str], floor: BwrapFloor, *, warmup: int
+) -> dict[str, Any]:
+    """Alternate, in an order that rotates every sample: a cold invoke of the next unused function on
+    the service (taking a pre-started generic sandbox), one on the same service without generic
+    sandboxes (`nothing_port`: started from nothing), and a floor sandbox; then one of the breakdown
+    measurements in turn. Before each sample the generic sandboxes are left to refill. The first
+    `warmup` rounds are dropped."""
+    conns = {side: http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+             for side, port in (("service", service_port), ("from_nothing", nothing_port))}  # fmt: skip
+    samples: dict[str, list[float]] = {"service": [], "from_nothing": [], "floor": [], "init": [], "init_nothing": []}
     parts: dict[str, Any] = {
         "bwrap_true": lambda: floor.run(("/usr/bin/true",)),
         "python_pass_unsandboxed": lambda: python_pass_unsandboxed(floor.interpreter),
         "bwrap_import_bootstrap": floor.import_bootstrap,
     }
     part_names = list(parts)
+    sides = ["service", "from_nothing", "floor"]
     try:
         for i, function in enumerate(functions):
-            if i % 2:
-                f = floor.python_pass()
-                s, init = cold_invoke(conn, function)
-            else:
-                s, init = cold_invoke(conn, function)
-                f = floor.python_pass()
+            taken: dict[str, tuple[float, float | None]] = {}
+            for side in sides[i % 3 :] + sides[: i % 3]:
+                generic_ready(service_port)
+                taken[side] = (floor.python_pass(), None) if side == "floor" else cold_invoke(conns[side], function)
             name = part_names[i % len(part_names)]
             part = parts[name]()
             if i < warmup:
                 continue
-            samples["service"].append(s)
-            samples["floor"].append(f)
-            if init is not None:
-                samples["init"].append(init / 1000)
+            for side in sides:
+                samples[side].append(taken[side][0])
+            for side, key in (("service", "init"), ("from_nothing", "init_nothing")):
+                if (init := taken[side][1]) is not None:
+                    samples[key].append(init / 1000)
             samples.setdefault(name, []).append(part)
     finally:
-        conn.close()
+        for conn in conns.values():
+            conn.close()
     return {
         "service": summary_ms(samples["service"]),
+        "from_nothing": summary_ms(samples["from_nothing"]),
         "floor": summary_ms(samples["floor"]),
         "service_init_duration_ms": summary_ms(samples["init"]),
+        "from_nothing_init_duration_ms": summary_ms(samples["init_nothing"]),
         **{name: summary_ms(samples.get(name, [])) for name in part_names},
         "interpreter": floor.interpreter,
     }

@@ -18,6 +18,7 @@ from .catalog import Store
 from .control import ControlPlane
 from .control import routes as control_routes
 from .errors import LambdaServiceError, MethodNotAllowedException, ServiceException, UnknownOperationException
+from .event_store import EventStore
 from .events import EventQueue
 from .heartbeat import Heartbeat
 from .invoke import invoke, invoke_async, invoke_with_response_stream
@@ -28,6 +29,8 @@ from .service import Service, StartupError
 from .session_routes import routes as session_routes
 
 log = get_logger("app")
+
+EVENTS_DB = "events.db"  # the Event queue, in SANDBOX_DATA_DIR (`event_store`)
 
 
 class RequestIdMiddleware:
@@ -76,7 +79,12 @@ async def health(request: Request) -> Response:
             "functions": len(service.registry),
             "pools": service.describe(),
             "sessions": service.sessions.describe(),
-            "events": {"pending": events.pending, "delivered": events.delivered, "failed": events.failed},
+            "events": {
+                "pending": events.pending,
+                "delivered": events.delivered,
+                "failed": events.failed,
+                "store_problem": events.problem,
+            },
             "isolation": service.settings.isolation,
             "network": {
                 "default": "egress proxy" if service.settings.allow_network else "none",
@@ -105,10 +113,14 @@ def create_app(service: Service) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.service = service
         app.state.control = control
-        app.state.events = EventQueue(service, retry_delay=settings.event_retry_delay_seconds, control=control)
+        store = EventStore(settings.data_dir / EVENTS_DB)
+        events = app.state.events = EventQueue(
+            service, store, retry_delay=settings.event_retry_delay_seconds, control=control
+        )
         heartbeat = None
         try:
             await service.start()
+            await events.resume()  # Event invocations accepted before a restart, now that their functions run
             if settings.heartbeat_url:
                 heartbeat = Heartbeat(service, settings.heartbeat_url, settings.heartbeat_interval_seconds)
                 heartbeat.start()
@@ -117,7 +129,7 @@ def create_app(service: Service) -> Starlette:
             if heartbeat is not None:
                 await heartbeat.close()
             await mcp.close()
-            await app.state.events.drain(settings.shutdown_timeout_seconds)
+            await events.drain(settings.shutdown_timeout_seconds)
             await control.close()
             await service.close()
             log.info("service.stopped")

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
     serve.add_argument("--pool-size", type=int, help="environments pre-started per function (default 2)")
+    serve.add_argument(
+        "--generic-pool-size", type=int, help="generic sandboxes kept ready per runtime for cold starts (default 2)"
+    )
     serve.add_argument("--max-concurrency", type=int, help="environments per function at most (default 64)")
     serve.add_argument(
         "--no-hot-reload",
@@ -214,12 +217,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .service import Service
+    from .shutdown import GracefulServer
 
     settings = _settings(
         args,
         host=args.host,
         port=args.port,
         pool_size=args.pool_size,
+        generic_pool_size=args.generic_pool_size,
         max_concurrency=args.max_concurrency,
         hot_reload=args.hot_reload,
     )
@@ -228,16 +233,17 @@ def _serve(args: argparse.Namespace) -> int:
     service = Service(settings, registry)
     service.preflight()
     service.prepare()
+    app = create_app(service)
     config = uvicorn.Config(
-        create_app(service),
+        app,
         host=settings.host,
         port=settings.port,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
         **SERVER_OPTIONS,
     )
-    server = uvicorn.Server(config)
-    # uvicorn drains and shuts down on SIGTERM/SIGINT, then re-raises the signal under the handlers
-    # it found: these, so that a completed graceful shutdown exits 0 instead of "killed by SIGTERM".
+    # SIGTERM/SIGINT: drain to the deadline (`shutdown`), then re-raise the signal under the handlers
+    # found: these, so that a completed graceful shutdown exits 0 instead of "killed by SIGTERM".
+    server = GracefulServer(config, app=app, service=service, timeout=settings.shutdown_timeout_seconds)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     server.run()

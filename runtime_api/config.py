@@ -53,6 +53,8 @@ class Settings:
     allow_network: bool = field(default=True, metadata={"env": "SANDBOX_ALLOW_NETWORK"})
     timeout_seconds: int = field(default=300, metadata={"env": "SANDBOX_TIMEOUT_SECONDS"})
     pool_size: int = field(default=2, metadata={"env": "SANDBOX_POOL_SIZE"})
+    # Pre-started generic sandboxes kept ready per runtime (sandbox/prestart.py): a cold start takes one.
+    generic_pool_size: int = field(default=2, metadata={"env": "SANDBOX_GENERIC_POOL_SIZE"})
     # Execution model.
     max_concurrency: int = field(default=64, metadata={"env": "SANDBOX_MAX_CONCURRENCY"})  # per function
     max_environments: int = field(default=256, metadata={"env": "SANDBOX_MAX_ENVIRONMENTS"})  # all functions
@@ -127,7 +129,7 @@ class Settings:
             raise ConfigError(f"SANDBOX_ISOLATION must be bwrap or docker, got {self.isolation!r}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, got {self.port}")
-        for name in ("pool_size", "max_concurrency", "max_sessions", "prestart_concurrency"):
+        for name in ("pool_size", "generic_pool_size", "max_concurrency", "max_sessions", "prestart_concurrency"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.session_pool_size is not None and self.session_pool_size < 0:

@@ -139,6 +139,7 @@ class Environment:
         self._init_timed_out = False
         self._output = FunctionOutput(function, log_sink, log_limit, self._running)
         self._stop_requested = False
+        self._stop_cause: str | None = None  # why a running invocation ends, when it is stopped on purpose
         self._spawned_at = 0.0
         # Extensions (`extensions` are the external ones the launcher starts) and the Telemetry API.
         self.extensions = Extensions(extensions, enabled=extensions_enabled)
@@ -183,11 +184,13 @@ class Environment:
             log.error("environment.runtime_api_failed", function=self.function.name, error=str(exc))
             self.stop()
 
-    def stop(self, reason: str = "spindown") -> None:
+    def stop(self, reason: str = "spindown", *, cause: str | None = None) -> None:
         """End the environment; `_watch_exit` finishes the bookkeeping once the sandbox is gone. Without
         extensions the sandbox is killed at once; with some, the runtime gets SIGTERM and the
-        extensions their SHUTDOWN event first, within Lambda's budget (`_shut_down`)."""
+        extensions their SHUTDOWN event first, within Lambda's budget (`_shut_down`). `cause` is what
+        an invocation still running is told (Runtime.ExitError), instead of the bare signal."""
         self._stop_requested = True
+        self._stop_cause = self._stop_cause or cause
         if self._sandbox is None or self._exited.done():
             return  # `start` kills it once it exists
         if not self.extensions or self._shutting_down:
@@ -646,6 +649,9 @@ class Environment:
         """What a runtime's death means to the invocation it was running: OOM, or just an exit."""
         if self._sandbox is not None and self._sandbox.oom_killed():
             return out_of_memory_error(invocation.request_id), "Runtime.OutOfMemory"
+        if self._stop_cause is not None:
+            message = f"RequestId: {invocation.request_id} Error: {self._stop_cause}"
+            return platform_error("Runtime.ExitError", message), "Runtime.ExitError"
         if self._fatal is not None:
             return platform_error(
                 self._fatal, f"RequestId: {invocation.request_id} Error: an extension reported {self._fatal}"

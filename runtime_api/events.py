@@ -3,9 +3,16 @@
 A function error is retried twice (three attempts in all, or MaximumRetryAttempts + 1 from the
 function's event-invoke configuration) after a short, configurable delay that grows with each
 attempt; a throttle is retried until the event is older than its maximum age (6 hours, or
-MaximumEventAgeInSeconds). The outcome goes to the configured OnSuccess / OnFailure destination
-when that is another function, as an invocation record in Lambda's format. Events are held in
-memory while the service runs; on shutdown the queue is drained within the deadline.
+MaximumEventAgeInSeconds, counted from when the event was first accepted, across restarts). The
+outcome goes to the configured OnSuccess / OnFailure destination when that is another function, as
+an invocation record in Lambda's format.
+
+Every accepted event is in the event store (`event_store`, SQLite under SANDBOX_DATA_DIR) before its
+202 is answered, and leaves it once done with. On shutdown no new attempt starts: attempts already
+running get until the deadline, everything else stays stored, and `resume` picks it up at the next
+start. Delivery is at least once: an attempt interrupted by a crash or by the shutdown deadline is
+not counted and runs again after the restart, and a crash between a function's answer and the
+delete re-delivers that event once.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import json
 import time
 from typing import Any
 
-from .errors import LambdaServiceError, TooManyRequestsException
+from .errors import LambdaServiceError, ResourceConflictException, ServiceException, TooManyRequestsException
+from .event_store import EventStore, EventStoreError, StoredEvent
 from .invocation import Invocation, LogTail
 from .logs import get_logger
 
@@ -28,16 +36,64 @@ MAX_EVENT_AGE_SECONDS = 6 * 3600
 
 
 class EventQueue:
-    def __init__(self, service: Any, *, retry_delay: float, control: Any = None) -> None:
+    def __init__(self, service: Any, store: EventStore, *, retry_delay: float, control: Any = None) -> None:
         self._service = service
+        self._store = store
         self._control = control  # the control plane: event-invoke configurations and destinations
         self._retry_delay = retry_delay
         self._tasks: set[asyncio.Task[None]] = set()
+        self._attempting: set[asyncio.Task[None]] = set()  # tasks whose function is running now
+        self._stopping = False
+        self._aborted = False
         self.delivered = 0
         self.failed = 0
 
-    def submit(self, invocation: Invocation) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(invocation))
+    async def submit(self, invocation: Invocation) -> None:
+        """Accept an event: stored before this returns, then delivered in the background. Raises
+        ServiceException when the store cannot be written (nothing is queued then: a retry is safe)."""
+        stored = _stored(invocation)
+        try:
+            await self._store.add(stored)
+        except EventStoreError as exc:
+            raise ServiceException(
+                "The Event invocation was not accepted: the service cannot write its event queue "
+                f"({exc}). Nothing was queued; retry once the service's data folder can be written."
+            ) from None
+        self._start(invocation, stored)
+
+    async def resume(self) -> None:
+        """Deliver the events a previous run left in the store (the service's functions are deployed)."""
+        resumed = discarded = 0
+        for stored in await self._store.open():
+            function = self._service.registry.version(stored.function, stored.version)
+            if function is None:
+                discarded += 1
+                log.warning(
+                    "event.discarded",
+                    function=stored.function,
+                    version=stored.version,
+                    request_id=stored.request_id,
+                    reason="the function (or this version of it) no longer exists",
+                )
+                await self._store.finish(stored.request_id)
+                continue
+            invocation = Invocation(
+                function=function,
+                payload=stored.payload,
+                version=stored.version,
+                invoked_arn=stored.invoked_arn,
+                request_id=stored.request_id,
+                trace_id=stored.trace_id,
+                tenant_id=stored.tenant_id,
+            )
+            log.debug("event.resumed", function=function.name, request_id=stored.request_id, attempts=stored.attempts)
+            self._start(invocation, stored)
+            resumed += 1
+        if resumed or discarded:
+            log.info("events.resumed", count=resumed, discarded=discarded)
+
+    def _start(self, invocation: Invocation, stored: StoredEvent) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(invocation, stored))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -45,78 +101,123 @@ class EventQueue:
     def pending(self) -> int:
         return len(self._tasks)
 
-    async def _deliver(self, invocation: Invocation) -> None:
-        accepted = time.monotonic()
+    @property
+    def running(self) -> int:
+        """Events whose function is running right now."""
+        return len(self._attempting)
+
+    @property
+    def problem(self) -> str | None:
+        return self._store.problem
+
+    async def _deliver(self, invocation: Invocation, stored: StoredEvent) -> None:
         config = (self._control.event_invoke_config(invocation.function) if self._control else None) or {}
         max_attempts = int(config.get("MaximumRetryAttempts", MAX_ATTEMPTS - 1)) + 1
         max_age = float(config.get("MaximumEventAgeInSeconds", MAX_EVENT_AGE_SECONDS))
-        attempt = 1
+        failures = stored.attempts
+        result = None
         while True:
+            if time.time() - stored.enqueued_at > max_age:
+                follow_up = self._route(config, invocation, failures, "EventAgeExceeded", result)
+                return await self._give_up(invocation, "the event is older than its maximum age", follow_up)
             try:
-                result = await self._service.invoke(invocation)
-            except TooManyRequestsException:
-                if time.monotonic() - accepted > max_age:
-                    self._route(config, invocation, attempt, "EventAgeExceeded", None)
-                    return self._give_up(invocation, "throttled until the maximum event age")
+                result = await self._attempt(invocation)
+            except (TooManyRequestsException, ResourceConflictException):
+                if self._stopping:
+                    return None
                 await asyncio.sleep(self._retry_delay)
                 invocation = _fresh(invocation)
                 continue
             except LambdaServiceError as exc:
-                return self._give_up(invocation, exc.message)
+                if self._stopping:
+                    return None  # "the service is shutting down": kept for the next start
+                return await self._give_up(invocation, exc.message, None)
             if result.function_error is None:
                 self.delivered += 1
-                log.debug("event.delivered", request_id=invocation.request_id, attempt=attempt)
-                self._route(config, invocation, attempt, "Success", result)
+                log.debug("event.delivered", request_id=invocation.request_id, attempt=failures + 1)
+                follow_up = self._route(config, invocation, failures + 1, "Success", result)
+                return await self._store.finish(invocation.request_id, follow_up)
+            if self._aborted:
+                return None  # stopped by the shutdown deadline: not counted, runs again after the restart
+            failures += 1
+            if failures >= max_attempts:
+                follow_up = self._route(config, invocation, failures, "RetriesExhausted", result)
+                reason = f"function error {result.error_type} on every attempt"
+                return await self._give_up(invocation, reason, follow_up)
+            await self._store.attempted(invocation.request_id, failures)
+            if self._stopping:
                 return None
-            if attempt >= max_attempts:
-                self._route(config, invocation, attempt, "RetriesExhausted", result)
-                return self._give_up(invocation, f"function error {result.error_type} on every attempt")
-            if time.monotonic() - accepted > max_age:
-                self._route(config, invocation, attempt, "EventAgeExceeded", result)
-                return self._give_up(invocation, "the event is older than its maximum age")
             log.info(
                 "event.retry",
                 function=invocation.function.name,
                 request_id=invocation.request_id,
-                attempt=attempt,
+                attempt=failures,
                 error_type=result.error_type,
             )
-            await asyncio.sleep(self._retry_delay * attempt)
-            attempt += 1
+            await asyncio.sleep(self._retry_delay * failures)
             invocation = _fresh(invocation)
+
+    async def _attempt(self, invocation: Invocation) -> Any:
+        if self._stopping:
+            raise ServiceException("The service is shutting down.")
+        task = asyncio.current_task()
+        assert task is not None
+        self._attempting.add(task)
+        try:
+            return await self._service.invoke(invocation)
+        finally:
+            self._attempting.discard(task)
 
     def _route(
         self, config: dict[str, Any], invocation: Invocation, attempts: int, condition: str, result: Any
-    ) -> None:
-        """Send the invocation record to the OnSuccess / OnFailure destination function, if one is set."""
+    ) -> StoredEvent | None:
+        """The invocation record for the OnSuccess / OnFailure destination function, if one is set,
+        as the destination's own event (delivered once stored)."""
         kind = "OnSuccess" if condition == "Success" else "OnFailure"
         arn = (config.get("DestinationConfig") or {}).get(kind, {}).get("Destination")
         target = self._control.destination(arn) if arn and self._control else None
         if target is None:
-            return
+            return None
         record = destination_record(invocation, attempts, condition, result)
-        self.submit(
-            Invocation(
-                function=target,
-                payload=json.dumps(record).encode(),
-                invoked_arn=target.arn,
-                trace_id=invocation.trace_id,
-            )
+        routed = Invocation(
+            function=target,
+            payload=json.dumps(record).encode(),
+            invoked_arn=target.arn,
+            trace_id=invocation.trace_id,
         )
+        stored = _stored(routed)
+        self._start(routed, stored)
+        return stored
 
-    def _give_up(self, invocation: Invocation, reason: str) -> None:
+    async def _give_up(self, invocation: Invocation, reason: str, follow_up: StoredEvent | None) -> None:
         self.failed += 1
         log.warning("event.failed", function=invocation.function.name, request_id=invocation.request_id, reason=reason)
+        await self._store.finish(invocation.request_id, follow_up)
+
+    def stop(self) -> None:
+        """The service is stopping: no attempt starts from now on; events not running stay stored."""
+        self._stopping = True
+        for task in self._tasks - self._attempting:
+            task.cancel()
+
+    def abort(self) -> None:
+        """The shutdown deadline passed: attempts still running are about to be stopped; they are not
+        counted, and run again after the restart."""
+        self.stop()
+        self._aborted = True
 
     async def drain(self, timeout: float) -> None:
-        """Let queued events finish within `timeout`; report any that could not."""
-        if not self._tasks:
-            return
-        _, unfinished = await asyncio.wait(set(self._tasks), timeout=timeout)
-        for task in unfinished:
-            task.cancel()
-        if unfinished:
-            log.error("event.lost_on_shutdown", count=len(unfinished))
+        """Stop; let running attempts finish within `timeout`; keep everything else for the next start."""
+        self.stop()
+        if self._tasks:
+            _, unfinished = await asyncio.wait(set(self._tasks), timeout=timeout)
+            self._aborted = True
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        if kept := await self._store.count():
+            log.info("event.kept_for_restart", count=kept)
+        await self._store.close()
 
 
 def destination_record(invocation: Invocation, attempts: int, condition: str, result: Any) -> dict[str, Any]:
@@ -147,6 +248,19 @@ def destination_record(invocation: Invocation, attempts: int, condition: str, re
         "responseContext": response_context,
         "responsePayload": response_payload,
     }
+
+
+def _stored(invocation: Invocation) -> StoredEvent:
+    return StoredEvent(
+        request_id=invocation.request_id,
+        function=invocation.function.name,
+        version=invocation.version,
+        invoked_arn=invocation.invoked_arn,
+        payload=invocation.payload,
+        trace_id=invocation.trace_id,
+        tenant_id=invocation.tenant_id,
+        enqueued_at=time.time(),
+    )
 
 
 def _fresh(invocation: Invocation) -> Invocation:

@@ -74,7 +74,7 @@ async def invoke(request: Request) -> Response:
     function, version = invocation.function, invocation.version
     if invocation_type == "Event":
         service.pool_for(function)  # an unrunnable function fails now, not in the background
-        request.app.state.events.submit(invocation)
+        await request.app.state.events.submit(invocation)  # stored before the 202
         return Response(status_code=202, headers={"x-amzn-RequestId": invocation.request_id})
     result = await service.invoke(invocation)
     response_headers = {
@@ -173,7 +173,7 @@ async def invoke_async(request: Request) -> Response:
         request_id=request.state.request_id,
         trace_id=request.headers.get("x-amzn-trace-id") or new_trace_id(),
     )
-    request.app.state.events.submit(invocation)
+    await request.app.state.events.submit(invocation)
     return Response(b'{"Status":202}', status_code=202, headers={"x-amzn-RequestId": invocation.request_id})
 
 

@@ -127,6 +127,17 @@ def function_environment(
     return {**unreserved, **(base or {}), **customer, **reserved}
 
 
+# What a process reads from its environment only when it starts: a pre-started sandbox must have
+# started with the function's own values of these (the others reach it with its assignment).
+_STARTUP_NAMES = {"LANG", "LANGUAGE", "HOME", "GLIBC_TUNABLES"}
+_STARTUP_PREFIXES = ("LC_", "LD_", "PYTHON", "MALLOC_")
+
+
+def startup_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `env` a runtime process reads only when it starts (see `sandbox/prestart.py`)."""
+    return {key: value for key, value in env.items() if key in _STARTUP_NAMES or key.startswith(_STARTUP_PREFIXES)}
+
+
 def reserved_variables(function: FunctionSpec) -> list[str]:
     """The function's own variables that Lambda reserves, so their values are ignored."""
     return sorted(key for key in function.environment if key in _RESERVED)

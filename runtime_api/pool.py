@@ -248,14 +248,15 @@ class FunctionPool:
         if self in self.capacity.pools:
             self.capacity.pools.remove(self)
 
-    async def close(self) -> None:
+    async def close(self, cause: str | None = None) -> None:
+        """Refuse new invocations and stop every environment; those still running end with `cause`."""
         self._closing = True
         while self._queue:
             invocation = self._queue.popleft()
             if not invocation.future.done():
                 invocation.future.set_exception(ServiceException("The service is shutting down."))
         for env in list(self.environments):
-            env.stop()
+            env.stop(cause=cause)
         deadline = time.monotonic() + 5
         while self.environments and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

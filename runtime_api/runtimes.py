@@ -32,6 +32,8 @@ BOOTSTRAP_PACKAGE = "sandbox_bootstrap"
 _BOOTSTRAP_SOURCE = Path(__file__).resolve().parent.parent / "bootstrap"
 # Launch line for our bootstrap: independent of PYTHONPATH/PYTHONSAFEPATH a function may set.
 _LAUNCH = f"import sys; sys.path.insert(0, '/var/runtime'); from {BOOTSTRAP_PACKAGE}.main import main; main()"
+# A pre-started generic sandbox's launch (bootstrap/preload.py): the same start, then it waits for a function.
+_PRELOAD = f"import sys; sys.path.insert(0, '/var/runtime'); from {BOOTSTRAP_PACKAGE}.preload import run; run()"
 _PYTHON_RUNTIME = re.compile(r"^python(3\.\d+)$")
 _PROVIDED_RUNTIMES = {"provided", "provided.al2", "provided.al2023"}
 _DEFAULT_DIRS = ("/usr/local/bin", "/usr/bin", "/bin")
@@ -52,6 +54,7 @@ class RuntimeLaunch:
     execution_env: str | None = None  # AWS_EXECUTION_ENV, absent on provided runtimes
     image_env: Mapping[str, str] | None = None  # PackageType Image: the image's own ENV
     handler: str | None = None  # PackageType Image: the CMD's first word, which Lambda presents as _HANDLER
+    preload: tuple[str, ...] | None = None  # how a generic sandbox gets this runtime ready (sandbox/prestart.py)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class RuntimeResolver:
             interpreter=interpreter.path,
             extra_ro_binds=interpreter.binds,
             execution_env=f"AWS_Lambda_{runtime}",
+            preload=(str(interpreter.path), "-c", _PRELOAD),
         )
 
     def _find(self, name: str) -> _Interpreter | None:

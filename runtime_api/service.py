@@ -19,6 +19,8 @@ from sandbox.bwrap import BwrapBackend
 from sandbox.cgroups import CgroupError, Cgroups, favor_dynamic_modifications
 from sandbox.docker import DockerBackend, DockerUnavailable
 from sandbox.egress import EgressPolicy
+from sandbox.slots import Slots
+from sandbox.spec import Preload
 
 from . import build
 from .capacity import Capacity
@@ -28,7 +30,7 @@ from .errors import InvalidRuntimeException, ResourceConflictException, TooManyR
 from .extensions import extensions_disabled, external_extensions, launcher_command
 from .functions import LATEST, FunctionRegistry, FunctionSpec
 from .invocation import Invocation, InvocationResult
-from .lambda_env import function_environment, reserved_variables
+from .lambda_env import function_environment, reserved_variables, startup_environment
 from .logs import get_logger
 from .metrics import Metrics
 from .output import LogSink
@@ -143,6 +145,9 @@ class Service:
         self.sessions.observer = self.metrics
         self._session_launch: RuntimeLaunch | None = None
         self._session_problem: str | None = None
+        self._slots: Slots | None = None  # pre-started generic sandboxes' mount points
+        self._generic_wants: dict[str, SandboxSpec] = {}  # FunctionSpec.key -> the spec its key came from
+        self.generic_problem: str | None = None  # why there are no generic sandboxes, when there are none
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -159,6 +164,8 @@ class Service:
             if self._uses("bwrap"):
                 self._cgroups = self._detect_cgroups()
             self._backends["bwrap"] = BwrapBackend(uid_pool=self._uids, cgroups=self._cgroups)
+            if warm_up and self.settings.generic_pool_size > 0 and self._uses("bwrap"):
+                await asyncio.to_thread(self._keep_generic_sandboxes, asyncio.get_running_loop())
         if self._docker is not None:
             self._backends["docker"] = self._docker
         self._runtime_api = RuntimeAPIServer()
@@ -182,6 +189,28 @@ class Service:
             unavailable=len(self.unavailable),
             state_dir=str(self._state_dir),
         )
+
+    def _keep_generic_sandboxes(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._state_dir is not None
+        self._slots, self.generic_problem = Slots.open(self._state_dir / "slots")
+        if self._slots is None:
+            log.warning("generic_sandboxes.unavailable", reason=self.generic_problem,
+                        effect="every cold start starts its sandbox and interpreter from nothing")  # fmt: skip
+            return
+        backend = self._backends["bwrap"]
+        assert isinstance(backend, BwrapBackend)
+        backend.keep_generic(self._slots, self.settings.generic_pool_size, loop)
+
+    def _want_generic(self, function: FunctionSpec | None, key: str) -> None:
+        """Keep generic sandboxes ready for `function` (None: no longer for what `key` served)."""
+        backend = self._backends.get("bwrap")
+        if not isinstance(backend, BwrapBackend) or backend.generic is None:
+            return
+        if (old := self._generic_wants.pop(key, None)) is not None:
+            backend.generic.unwant(old)
+        if function is not None and self.isolation_of(function) == "bwrap":
+            spec = self._generic_wants[key] = self._sandbox_spec(function)
+            backend.generic.want(spec)
 
     def _detect_cgroups(self) -> Cgroups | None:
         try:
@@ -315,6 +344,7 @@ class Service:
             self._in_background(old.retire())
         if not self._warm_up:
             return
+        self._want_generic(function, function.key)
         pool.prestart()
         # The sandbox cannot write __pycache__ into /var/task: compile once here instead of at every
         # cold start (atomic writes, so sandboxes starting meanwhile are unaffected).
@@ -349,14 +379,17 @@ class Service:
             self.unavailable[key] = f"the {self.isolation_of(function)} isolation is not available here"
         if key in self._launches:
             self._open_pool(function)
-        elif (old := self.pools.pop(key, None)) is not None:
-            self._in_background(old.retire())
+        else:
+            self._want_generic(None, key)
+            if (old := self.pools.pop(key, None)) is not None:
+                self._in_background(old.retire())
         return self.unavailable.get(key)
 
     def undeploy(self, function: FunctionSpec) -> None:
         """Stop serving a function version; invocations already running finish first (in the
         background)."""
         self.unavailable.pop(function.key, None)
+        self._want_generic(None, function.key)
         self._launches.pop(function.key, None)
         self._code.pop(function.key, None)
         self._opt.pop(function.key, None)
@@ -501,6 +534,12 @@ class Service:
         for warning in self.resolver.warnings:
             log.warning("runtime.fallback", detail=warning)
 
+    async def stop_invocations(self, cause: str) -> None:
+        """Stop every sandbox now (the shutdown deadline): invocations still running end with a
+        Runtime.ExitError that says `cause`, so their callers get an answer; new ones are refused.
+        Agent sessions end too, so a command still running there is answered as well."""
+        await asyncio.gather(*(pool.close(cause) for pool in list(self.capacity.pools)), self.sessions.shutdown())
+
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
@@ -512,6 +551,8 @@ class Service:
         await self.sessions.shutdown()
         for backend in self._backends.values():
             await asyncio.to_thread(backend.close)
+        if self._slots is not None:
+            await asyncio.to_thread(self._slots.close)
         if self._cgroups is not None:
             self._cgroups.close()
         if self._owns_state_dir and self._state_dir is not None:
@@ -551,6 +592,25 @@ class Service:
 
     def _new_environment(self, pool: FunctionPool) -> Environment:
         function = pool.function
+        spec = self._sandbox_spec(function)
+        extensions, extensions_enabled = self._extensions[spec.opt_dir]
+        assert self._runtime_api is not None
+        return Environment(
+            function,
+            spec,
+            backend=self._backends[self.isolation_of(function)],
+            hooks=pool,
+            serve_runtime_api=self._runtime_api.serve,
+            serve_egress=self._serve_egress,
+            log_sink=self.log_sink,
+            init_limit=self.settings.init_timeout_seconds,
+            log_limit=self.settings.log_limit_bytes,
+            extensions=extensions,
+            extensions_enabled=extensions_enabled,
+        )
+
+    def _sandbox_spec(self, function: FunctionSpec) -> SandboxSpec:
+        """What one new environment of the function runs in."""
         launch = self._launches[function.key]
         network = self.allows_network(function)
         region = self.settings.region
@@ -558,8 +618,10 @@ class Service:
         opt = self._opt.get(function.key)
         if opt not in self._extensions:  # staged /opt folders never change: listed once each
             self._extensions[opt] = (external_extensions(opt), not extensions_disabled(opt))
-        extensions, extensions_enabled = self._extensions[opt]
-        spec = SandboxSpec(
+        extensions = self._extensions[opt][0]
+        # Extensions start beside the runtime, from the launcher: only a plain runtime can be pre-started.
+        preload = Preload(launch.preload, startup_environment(env)) if launch.preload and not extensions else None
+        return SandboxSpec(
             # With external extensions, a launcher starts them and then the runtime (`extensions`).
             command=launcher_command(extensions, launch.command, env) if extensions else launch.command,
             env=env,
@@ -575,20 +637,7 @@ class Service:
             memory_mb=function.memory_size,
             cpu_cores=self.settings.cpu_quota or max(0.05, function.memory_size / _MB_PER_VCPU),
             label=function.name,
-        )
-        assert self._runtime_api is not None
-        return Environment(
-            function,
-            spec,
-            backend=self._backends[self.isolation_of(function)],
-            hooks=pool,
-            serve_runtime_api=self._runtime_api.serve,
-            serve_egress=self._serve_egress,
-            log_sink=self.log_sink,
-            init_limit=self.settings.init_timeout_seconds,
-            log_limit=self.settings.log_limit_bytes,
-            extensions=extensions,
-            extensions_enabled=extensions_enabled,
+            preload=preload,
         )
 
     def set_reserved(self, function: FunctionSpec) -> None:
@@ -641,4 +690,11 @@ class Service:
             if self.settings.isolation in self._backends
             else None,
             "backends": {name: backend.status().__dict__ for name, backend in self._backends.items()},
+            "generic_sandboxes": self._generic_status(),
         }
+
+    def _generic_status(self) -> dict[str, Any]:
+        backend = self._backends.get("bwrap")
+        if isinstance(backend, BwrapBackend) and backend.generic is not None:
+            return {"enabled": True, **backend.generic.status()}
+        return {"enabled": False, "problem": self.generic_problem}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import itertools
 import json
 import os
@@ -33,6 +34,8 @@ from . import seccomp
 from .cgroups import Cgroups, Limits, SandboxCgroup
 from .egress import PROXY_HOST, PROXY_PORT
 from .netns import connect_in_netns, listen_in_netns
+from .prestart import GenericPool, key_of
+from .slots import Slot, Slots
 from .spec import (
     EXTENSION_OUTPUT_PATH,
     RUNTIME_API_HOST,
@@ -98,6 +101,8 @@ class BwrapBackend:
         self._root_links = list(_root_layout())
         self._fifo_dir: Path | None = None  # extension output FIFOs, made on first use
         self._fifo_lock = threading.Lock()
+        self.generic: GenericPool | None = None  # pre-started sandboxes, once `keep_generic` is called
+        self._assigner: ThreadPoolExecutor | None = None
         # Orphaned sandbox init processes are re-parented to us, so we can reap them promptly.
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -122,9 +127,30 @@ class BwrapBackend:
         if spec.image is not None or spec.code_dir is None:
             raise SandboxError("bwrap runs code folders; container images need the docker backend")
         loop = asyncio.get_running_loop()
+        # Taken in threads of its own: a cold start must not queue behind sandboxes refilling the pool.
+        if (
+            self.generic is not None
+            and self._assigner is not None
+            and key_of(spec) is not None
+            and (sandbox := await loop.run_in_executor(self._assigner, self.generic.take, spec)) is not None
+        ):
+            return sandbox
         return await loop.run_in_executor(self._executor, self._start_blocking, spec)
 
+    def keep_generic(self, slots: Slots, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep `size` pre-started generic sandboxes ready for each spec passed to `generic.want`
+        (`prestart.py`); `start` then takes one when it can. `loop` watches the ready ones."""
+        self._assigner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-assign")
+        self.generic = GenericPool(self._start_generic, slots, self._executor, size, loop)
+
+    def _start_generic(self, spec: SandboxSpec, slot: Slot) -> BwrapSandbox:
+        return self._start_blocking(spec, slot=slot)
+
     def close(self) -> None:
+        if self._assigner is not None:
+            self._assigner.shutdown(wait=True)
+        if self.generic is not None:
+            self.generic.close()
         self._executor.shutdown(wait=True)
         if self._fifo_dir is not None:
             shutil.rmtree(self._fifo_dir, ignore_errors=True)
@@ -141,12 +167,20 @@ class BwrapBackend:
         os.chown(path, uid, uid)
         return path
 
-    def _start_blocking(self, spec: SandboxSpec) -> BwrapSandbox:
+    def _start_blocking(self, spec: SandboxSpec, *, slot: Slot | None = None) -> BwrapSandbox:
+        """Start a sandbox for `spec`; with a `slot`, a generic one that says when it is ready and reads
+        its assignment on a socket whose descriptor number is appended to its command."""
         uid = self._uid_pool.acquire()
         fds: list[int] = []
         group: SandboxCgroup | None = None
         fifo: tuple[Path, int, int] | None = None  # extension output: path, read end, our write end
+        assignment: tuple[int, int] | None = None  # the generic sandbox's end and ours
+        passed: tuple[int, ...] = ()
         try:
+            if slot is not None:
+                assignment = _socketpair(fds)
+                passed = assignment[:1]
+                spec = dataclasses.replace(spec, command=(*spec.command, str(assignment[0])))
             if spec.workspace_dir is not None:
                 # The folder only: what is inside is the sandbox's own (or was written for it).
                 os.chown(spec.workspace_dir, uid, uid, follow_symlinks=False)
@@ -180,7 +214,7 @@ class BwrapBackend:
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=out_w,
-                pass_fds=(info_w, block_r, seccomp_fd, *data_fds.values()),
+                pass_fds=(info_w, block_r, seccomp_fd, *data_fds.values(), *passed),
                 start_new_session=True,  # a Ctrl-C meant for the service must not reach sandboxes
                 user=uid,  # a distinct unprivileged host uid; root running bwrap stays root
                 group=uid,
@@ -195,10 +229,13 @@ class BwrapBackend:
             if group is not None:
                 group.remove(timeout=0)
             raise
-        for fd in (info_w, block_r, out_w, seccomp_fd, *data_fds.values()):
+        for fd in (info_w, block_r, out_w, seccomp_fd, *data_fds.values(), *passed):
             _close(fds, fd)
         sandbox = BwrapSandbox(proc, uid, out_r, self._uid_pool, group, self._executor)
         sandbox._fifo = fifo
+        if assignment is not None:
+            fds.remove(assignment[1])  # the sandbox's from here: released with it
+            sandbox.slot, sandbox.assignment_fd = slot, assignment[1]
         if fifo is not None:
             sandbox.extension_output_fd = fifo[1]
         try:
@@ -316,6 +353,10 @@ class BwrapSandbox:
         self._command_pid: int | None = None
         self._exit: asyncio.Future[int] | None = None
         self._released = False
+        # A generic sandbox (`prestart.py`): its slot, and the socket its assignment is written to.
+        self.slot: Slot | None = None
+        self.assignment_fd: int | None = None
+        self._discarded = False
 
     @property
     def uid(self) -> int:
@@ -324,6 +365,33 @@ class BwrapSandbox:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    @property
+    def group(self) -> SandboxCgroup | None:
+        return self._group
+
+    def running(self) -> bool:
+        return self._proc.poll() is None and not self._released
+
+    def discard(self) -> None:
+        """Kill and release a sandbox no environment owns (a generic one nobody took). Once only."""
+        if self._discarded:
+            return
+        self._discarded = True
+        if self._child_pidfd is not None:  # the pid namespace's init, even if bwrap is gone already
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self._child_pidfd, signal.SIGKILL)
+        self.kill()
+        with contextlib.suppress(ChildProcessError):
+            self._proc.wait()
+        with contextlib.suppress(ChildProcessError):
+            if self.child_pid:
+                os.waitpid(self.child_pid, 0)  # ours to reap (we are its subreaper) unless bwrap did
+        os.close(self.output_fd)
+        for listener in (self.listener, self.proxy_listener):
+            if listener is not None:
+                listener.close()
+        self._release()
 
     def _attach_child(self, child_pid: int) -> None:
         self.child_pid = child_pid
@@ -390,6 +458,11 @@ class BwrapSandbox:
         if self._released:
             return
         self._released = True
+        if self.assignment_fd is not None:
+            os.close(self.assignment_fd)  # never assigned: the preload exits on EOF
+            self.assignment_fd = None
+        if self.slot is not None:
+            self.slot.release()
         if self._fifo is not None:
             _close_fifo(self._fifo, reader=False)  # the read end is the caller's
             self._fifo = None
@@ -461,6 +534,13 @@ def _close_fifo(fifo: tuple[Path, int, int], *, reader: bool = True) -> None:
         os.close(read_end)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _socketpair(fds: list[int]) -> tuple[int, int]:
+    theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pair = theirs.detach(), ours.detach()
+    fds += pair
+    return pair
 
 
 def _pipe(fds: list[int]) -> tuple[int, int]:

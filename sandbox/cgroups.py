@@ -51,6 +51,13 @@ class SandboxCgroup:
             return cls(2, {"unified": root / memberships[""].lstrip("/")})
         return None
 
+    def set_limits(self, limits: Limits) -> None:
+        """New limits for a live group (a pre-started sandbox assigned to a function)."""
+        if self.version == 1:
+            _set_v1(self._dirs, limits)
+        else:
+            _set_v2(self._dirs["unified"], limits)
+
     def attach(self, pid: int) -> None:
         for folder in self._dirs.values():
             (folder / "cgroup.procs").write_text(str(pid))
@@ -144,10 +151,7 @@ class Cgroups:
             folder.mkdir()
         group = SandboxCgroup(self.version, dirs)
         try:
-            if self.version == 1:
-                _set_v1(dirs, limits)
-            else:
-                _set_v2(dirs["unified"], limits)
+            group.set_limits(limits)
         except OSError:
             group.remove(timeout=0)
             raise
@@ -164,10 +168,13 @@ class Cgroups:
 
 def _set_v1(dirs: dict[str, Path], limits: Limits) -> None:
     memory = dirs["memory"]
-    (memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+    files = [memory / "memory.limit_in_bytes"]
     swap = memory / "memory.memsw.limit_in_bytes"
     if swap.exists():  # only with swap accounting; then swap must not extend the limit
-        swap.write_text(str(limits.memory_bytes))
+        # memory + swap may never be below memory alone: when raising both, it goes first.
+        files.insert(0 if limits.memory_bytes > int(swap.read_text()) else 1, swap)
+    for path in files:
+        path.write_text(str(limits.memory_bytes))
     (dirs["pids"] / "pids.max").write_text(str(limits.pids))
     if limits.cpu_cores is not None:
         (dirs["cpu"] / "cpu.cfs_period_us").write_text(str(_CPU_PERIOD_US))

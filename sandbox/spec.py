@@ -18,6 +18,21 @@ WORKSPACE_PATH = "/workspace"
 
 
 @dataclass(frozen=True)
+class Preload:
+    """How a sandbox for a spec can be started before it is needed (`sandbox/prestart.py`).
+
+    `command` runs in a generic sandbox until a spec is assigned to it; the backend appends the number
+    of the descriptor it reads its assignment from (`bootstrap/preload.py` for our runtime). `env` is
+    what it starts with: the variables a process reads only when it starts (locale, the dynamic
+    linker's, the interpreter's), equal to the spec's own. Sandboxes are interchangeable when their
+    preloads and everything else fixed at start (runtime, binds, /tmp size, rlimits) are equal.
+    """
+
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """One execution environment's sandbox: code, environment, limits.
 
@@ -44,6 +59,8 @@ class SandboxSpec:
     # A host folder bound read-write at WORKSPACE_PATH (an agent session's workspace). The backend gives
     # the folder itself (not its content) to the sandbox's uid before the sandbox starts.
     workspace_dir: Path | None = None
+    # Whether (and how) a pre-started generic sandbox may run this spec; None: always started from nothing.
+    preload: Preload | None = None
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,8 @@ class ServiceProcess:
             return json.load(response)
 
     def logs(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # still readable after stop()
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def log_events(self) -> list[dict]:

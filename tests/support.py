@@ -45,6 +45,17 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
         time.sleep(0.05)
 
 
+def logged_records(service, function: str) -> list:
+    """What `function` logged as `RECORD <json>` lines in the service log (ServiceProcess), in order: how
+    tests see a function run when nobody waits for its answer (Event invocations, destinations)."""
+    found = []
+    for event in service.log_events():
+        line = event.get("event", "")
+        if event.get("function") == function and isinstance(line, str) and line.startswith("RECORD "):
+            found.append(json.loads(line.removeprefix("RECORD ")))
+    return found
+
+
 @dataclass
 class Result:
     """A finished command: exit status and its two outputs."""

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from botocore.exceptions import WaiterError
 from conftest import REPO, TEST_TEMPLATE, ServiceProcess, free_port
-from support import aws_cli_environment, invoke, wait_for, wait_for_port
+from support import aws_cli_environment, invoke, logged_records, wait_for, wait_for_port
 
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function"
@@ -323,15 +323,6 @@ def test_event_invoke_config_round_trip(client):
         )
 
 
-def _records(service: ServiceProcess, function: str) -> list[dict]:
-    records = []
-    for event in service.log_events():
-        line = event.get("event", "")
-        if event.get("function") == function and isinstance(line, str) and line.startswith("RECORD "):
-            records.append(json.loads(line.removeprefix("RECORD ")))
-    return records
-
-
 def test_destination_gets_the_record_after_the_only_attempt(client, service):
     sink = unique("sink")
     create(
@@ -343,7 +334,7 @@ def test_destination_gets_the_record_after_the_only_attempt(client, service):
         FunctionName=failing, MaximumRetryAttempts=0, DestinationConfig={"OnFailure": {"Destination": f"{ARN}:{sink}"}}
     )
     client.invoke(FunctionName=failing, InvocationType="Event", Payload=b'{"order": 7}')
-    [record] = wait_for(lambda: _records(service, sink), 10, "the failure record at the destination")
+    [record] = wait_for(lambda: logged_records(service, sink), 10, "the failure record at the destination")
     assert record["requestContext"]["condition"] == "RetriesExhausted"
     assert record["requestContext"]["approximateInvokeCount"] == 1
     assert record["requestContext"]["functionArn"] == f"{ARN}:{failing}:$LATEST"

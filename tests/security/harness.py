@@ -138,11 +138,11 @@ class Run:
 
 @contextlib.contextmanager
 def running(service: ServiceProcess, name: str, tag: str, event: dict | None = None) -> Iterator[Run]:
-    """Invoke `name` (LogType Tail) in the background and find its sandbox: by the cgroup folder made for
-    it (cheap even while a fork bomb keeps `ps` busy), or, for a warm environment, by the process named
-    `tag`. The response carries `elapsed`."""
+    """Invoke `name` (LogType Tail) in the background and find its sandbox: the cgroup folder whose first
+    processes include the one named `tag` (cheap even while a fork bomb keeps `ps` busy). The sandbox may
+    have been started for the invoke or taken pre-started, so a new folder alone proves nothing. The
+    response carries `elapsed`."""
     parents = cgroup_parents(service)
-    before = {p.name for p in parents["pids"].iterdir() if p.is_dir()}
 
     def timed() -> tuple[dict, object]:
         started = time.monotonic()
@@ -151,19 +151,29 @@ def running(service: ServiceProcess, name: str, tag: str, event: dict | None = N
         return response, result
 
     def found() -> Run | None:
-        new = [p.name for p in parents["pids"].iterdir() if p.is_dir() and p.name not in before]
-        if len(new) == 1:
-            return Run(future, int(new[0].split("-")[0]), new[0])
-        if not new and (uids := {uid for uid, _ in tagged(tag)}):
-            (uid,) = uids
-            groups = [p.name for p in parents["pids"].glob(f"{uid}-*")]
-            return Run(future, uid, groups[0]) if len(groups) == 1 else None
-        assert len(new) < 2, f"sandboxes started meanwhile: {new}"
-        return None
+        groups = [p for p in parents["pids"].iterdir() if p.is_dir() and _runs(p, tag)]
+        assert len(groups) < 2, f"processes named {tag} in several sandboxes: {groups}"
+        return Run(future, int(groups[0].name.split("-")[0]), groups[0].name) if groups else None
 
     with ThreadPoolExecutor(1) as executor:
         future = executor.submit(timed)
         yield wait_for(found, 10, f"the sandbox of {name}")  # type: ignore[misc]
+
+
+def _runs(group: Path, tag: str) -> bool:
+    """Whether one of the group's first processes (the runtime, not what it forked) is named `tag`.
+    cgroup v1 lists them sorted by pid."""
+    try:
+        pids = (group / "cgroup.procs").read_text().split()[:16]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == tag:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def report(tail: str, request_id: str) -> dict[str, str]:

@@ -25,7 +25,13 @@ def test_stop_leaves_nothing_behind(start_service):
     with running(service, "spin", new_tag("spin")) as run:
         run.future.result()  # a sandbox killed at its timeout
     groups = lambda: [g for g in parents["pids"].iterdir() if g.is_dir()]  # noqa: E731
-    wait_for(lambda: len(groups()) == 2, 5, "only the two warm environments' groups")
+
+    def only_warm_and_generic() -> bool:
+        generic = service.health()["pools"]["generic_sandboxes"]
+        return generic["starting"] == 0 and len(groups()) == 2 + generic["ready"]
+
+    wait_for(only_warm_and_generic, 5, "only the two warm environments' and the generic sandboxes' groups")
+    assert service.health()["pools"]["generic_sandboxes"]["ready"] == 2
     assert child > 0
 
     assert service.stop() == 0  # and no process in the service's uid range outlived it
@@ -33,3 +39,4 @@ def test_stop_leaves_nothing_behind(start_service):
         wait_for(lambda p=parent: not p.exists(), 5, f"{parent} to be removed")
     assert not list(Path("/sys/fs/cgroup").glob(f"*/**/sandbox-runtime-{service.proc.pid}"))
     assert not state_dir.exists()
+    assert str(state_dir) not in Path("/proc/self/mountinfo").read_text()  # the generic sandboxes' slots
