@@ -19,6 +19,8 @@ Steps:
    (each invoke goes to the next of its 200 functions, so every environment answers in turn); `functions`,
    always its first function; `environments` (sequential invokes: its most recently used environment
    answers while 199 stay idle). Each p50 is compared with `one`'s from the same rounds.
+   (Each service also keeps its pre-started generic sandboxes, `SANDBOX_GENERIC_POOL_SIZE`, as configured by
+   default: idle sandboxes like the others, counted among them in the memory figures.)
 5. Memory again, every environment idle after answering its share of step 4.
 
 6. `one` alone again, as in step 1: its p50 against step 1's is the machine's part (400 more idle
@@ -96,7 +98,10 @@ def environment_memory(server: Server, uids: range) -> dict[str, Any]:
     (median and max over the environments)."""
     envs = memory.environments(server.pid, uids)
     totals = [memory.total(procs) for procs in envs.values()]
-    out: dict[str, Any] = {"environments": len(envs)}
+    # Pre-started generic sandboxes (SANDBOX_GENERIC_POOL_SIZE) are idle sandboxes of the service too, not told
+    # apart from its environments here: counted in, a few among hundreds.
+    generic = health(server)["pools"].get("generic_sandboxes") or {}
+    out: dict[str, Any] = {"environments": len(envs), "generic_ready": generic.get("ready", 0)}
     if not totals:
         return out
     for key in ("rss", "pss", "uss"):
