@@ -35,6 +35,9 @@ def set_variable(key: str, value: str | None) -> None:
     if putenv is False or "\0" in value:
         os.environ[key] = value  # (which refuses a NUL as it always did)
         return
+    if not isinstance(os.environ, os._Environ):  # the function replaced os.environ: it gets the value as before
+        os.environ[key] = value
+        return
     environ: Any = os.environ
     entry = environ.encodekey(key) + b"=" + environ.encodevalue(value)
     buffer = _buffers.get(key)

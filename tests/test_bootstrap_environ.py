@@ -57,3 +57,10 @@ def test_distinct_values_leave_nothing_behind() -> None:
     for value in values:
         set_variable(KEY, value)
     assert _rss_kb() - before < 512
+
+
+def test_a_replaced_os_environ_gets_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    replaced: dict[str, str] = {}
+    monkeypatch.setattr(os, "environ", replaced)
+    set_variable(KEY, "Root=1-abc")
+    assert replaced == {KEY: "Root=1-abc"}
