@@ -26,7 +26,15 @@ from .clients import RawClient
 from .procs import FUNCTION, TEMPLATE, floor_ready, service_ready, start_floor, start_service
 
 _TICK = os.sysconf("SC_CLK_TCK")
-_WAITING = "_head ("  # the bootstrap blocked reading a Runtime API answer (the long poll on /next)
+_CLIENT = Path(__file__).resolve().parent.parent / "bootstrap" / "client.py"
+# The bootstrap blocked reading a Runtime API answer (the long poll on /next): a leaf frame at one of
+# the client's `recv` lines (the first byte of an answer is awaited in _exchange or _take_prefetched,
+# the rest in _Reader).
+_WAITING = tuple(
+    f"(sandbox_bootstrap/client.py:{number})"
+    for number, line in enumerate(_CLIENT.read_text().splitlines(), 1)
+    if ".recv(" in line or "recv_into(" in line
+)
 _FILE = re.compile(r"\(([^()]*?):\d+\)$")
 
 
@@ -114,9 +122,9 @@ def syscalls(client: RawClient, pids: list[int], invokes: int, out: Path) -> str
     return f"{total:.1f} ({shown})"
 
 
-def summarise(raws: list[Path], top: int, drop: str | None = None) -> str:
+def summarise(raws: list[Path], top: int, drop: tuple[str, ...] = ()) -> str:
     """Top frames of py-spy `--format raw` (collapsed stacks) files: own samples by file and by
-    frame, and inclusive. Samples whose leaf frame starts with `drop` are left out (waiting)."""
+    frame, and inclusive. Samples whose leaf frame ends with one of `drop` are left out (waiting)."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = dropped = 0
@@ -129,7 +137,7 @@ def summarise(raws: list[Path], top: int, drop: str | None = None) -> str:
         frames = [f for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread ")]
         if not frames:
             continue
-        if drop and frames[-1].startswith(drop):
+        if drop and frames[-1].endswith(drop):
             dropped += n
             continue
         total += n

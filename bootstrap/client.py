@@ -14,6 +14,16 @@ modules such as `email` in sys.modules, shadowing the function's own modules of 
   keep-alive connection, or could not be reached) is retried once on a fresh connection. Any other
   failure, a malformed response, or a refusal (non-2xx) raises RuntimeClientError, after which the
   runtime must exit.
+- `/response` and `/error` with a body of up to 64 KiB are pipelined with the `/next` that always
+  follows them: both requests go in one `sendall`, and `next_invocation` then reads the second
+  answer (the runtime's loop is unchanged). A service may hold the `202` back and send it with the
+  next event, so a warm invoke costs the runtime one `send` and one `recv`. Only when the answer
+  ends the connection (or the call is refused) is the `/next` not taken for granted:
+  `next_invocation` asks again.
+- Before a request on a connection that sat idle for over a second, a non-blocking `MSG_PEEK`
+  checks that the server has not closed it meanwhile (a server's keep-alive timeout); a connection
+  used just before (the event's answer, moments ago) is used as is. Either way a connection found
+  dead before any byte of the answer arrived is retried once on a fresh one.
 - Sockets come from `_socket`, the C module under `socket`: importing `socket.py` itself (its enums,
   `selectors`) costs about 2 ms of a cold start, and none of it is needed here. The socket class and
   `getaddrinfo` are bound at import, so what gevent and the like patch later (`socket.socket`,
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import _socket
 import sys
+from time import monotonic as _monotonic
 
 _Socket = _socket.socket
 _getaddrinfo = _socket.getaddrinfo
@@ -37,6 +48,7 @@ _RUNTIME = "/2018-06-01/runtime"
 _NEXT = _RUNTIME + "/invocation/next"
 _INIT_ERROR = _RUNTIME + "/init/error"
 _ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
+_CHECK_IDLE_AFTER = 1.0  # seconds a kept-alive connection may sit unused before it is checked
 
 MAX_HEAD = 64 * 1024  # status line and headers, including the blank line; also the chunked trailers
 MAX_BODY = 1 << 30  # a sanity bound on Content-Length and chunk sizes (Lambda's payloads are MBs)
@@ -97,10 +109,14 @@ class RuntimeClient:
         if self._port != 80:
             host = f"{host}:{self._port}"
         self._common = f"Host: {host}\r\nUser-Agent: {_header_value(user_agent)}\r\n"
+        self._next_request = f"GET {_NEXT} HTTP/1.1\r\n{self._common}\r\n".encode("ascii")
         self._sock: _socket.socket | None = None
+        self._used = 0.0  # monotonic time the connection last carried an exchange
+        self._prefetched: _Reader | None = None  # a /next sent with the last /response or /error
 
     def next_invocation(self) -> Invocation:
-        status, headers, body = self._call("GET", _NEXT, None, "")
+        answer = self._take_prefetched()
+        status, headers, body = answer if answer is not None else self._call("GET", _NEXT, None, "")
         if status != 200:
             raise _refused("Failed to get next invocation", status, body)
         invocation = Invocation(headers, body)
@@ -110,13 +126,13 @@ class RuntimeClient:
 
     def post_response(self, request_id: str, body: bytes, content_type: str) -> None:
         path = f"{_RUNTIME}/invocation/{request_id}/response"
-        status, _, answer = self._call("POST", path, body, f"Content-Type: {content_type}\r\n")
+        status, _, answer = self._call("POST", path, body, f"Content-Type: {content_type}\r\n", then_next=True)
         if not 200 <= status < 300:
             raise _refused("Failed to post handler success response", status, answer)
 
     def post_error(self, request_id: str, body: bytes, error_type: str) -> None:
         path = f"{_RUNTIME}/invocation/{request_id}/error"
-        status, _, answer = self._call("POST", path, body, _error_headers(error_type))
+        status, _, answer = self._call("POST", path, body, _error_headers(error_type), then_next=True)
         if not 200 <= status < 300:
             raise _refused("Failed to post handler error response", status, answer)
 
@@ -127,11 +143,39 @@ class RuntimeClient:
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
+        self._prefetched = None
         if sock is not None:
             sock.close()
 
-    def _call(self, method: str, path: str, body: bytes | None, headers: str) -> tuple[int, dict[str, str], bytes]:
-        """One exchange: (status, headers by lower-case name, body)."""
+    def _take_prefetched(self) -> tuple[int, dict[str, str], bytes] | None:
+        """The answer to the /next sent with the last /response or /error; None when there is none, or
+        when the connection ended before any byte of it arrived (the caller then asks again)."""
+        reader, self._prefetched = self._prefetched, None
+        if reader is None:
+            return None
+        try:
+            if not reader.buffer:
+                reader.buffer = reader.sock.recv(_RECV)
+        except OSError:
+            reader.buffer = b""
+        if not reader.buffer:  # the connection ended before any byte of the answer: ask again
+            self.close()
+            return None
+        try:
+            status, headers, body, keep_open = reader.response()
+        except (OSError, MalformedResponse) as exc:
+            self.close()
+            raise RuntimeClientError(f"GET {_NEXT} failed: {_describe(exc)}") from None
+        self._used = _monotonic()
+        if not keep_open or reader.buffer:
+            self.close()
+        return status, headers, body
+
+    def _call(
+        self, method: str, path: str, body: bytes | None, headers: str, *, then_next: bool = False
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One exchange: (status, headers by lower-case name, body). With `then_next`, a `GET /next`
+        follows the request in the same write; its answer is left for `next_invocation`."""
         if not (path.isascii() and path.isprintable()) or " " in path:
             raise RuntimeClientError(f"{method} {path!r} failed: the path is not printable ASCII")
         head = f"{method} {path} HTTP/1.1\r\n{self._common}"
@@ -143,9 +187,16 @@ class RuntimeClient:
                 data, rest = data + body, None
             else:
                 rest = body
+        # Only small bodies: a large one may be refused (413), and a runtime that stops on a refusal
+        # must not have asked for another event.
+        then_next = then_next and rest is None
+        if then_next:
+            data += self._next_request
+        if self._prefetched is not None:
+            self.close()  # a /next is still unanswered on that connection: it is out of step for this call
         for attempt in (1, 2):
             try:
-                return self._exchange(data, rest)
+                return self._exchange(data, rest, then_next)
             except (OSError, _Dropped) as exc:  # nothing of the response arrived: try a fresh connection
                 self.close()
                 if attempt == 2:
@@ -155,9 +206,9 @@ class RuntimeClient:
                 raise RuntimeClientError(f"{method} {path} failed: {_describe(failed.cause)}") from None
         raise AssertionError("unreachable")
 
-    def _exchange(self, data: bytes, rest: bytes | None) -> tuple[int, dict[str, str], bytes]:
+    def _exchange(self, data: bytes, rest: bytes | None, then_next: bool) -> tuple[int, dict[str, str], bytes]:
         sock = self._sock
-        if sock is not None and not _idle(sock):
+        if sock is not None and _monotonic() - self._used > _CHECK_IDLE_AFTER and not _idle(sock):
             self.close()
             sock = None
         if sock is None:
@@ -173,7 +224,10 @@ class RuntimeClient:
             status, headers, body, keep_open = reader.response()
         except (OSError, MalformedResponse) as exc:
             raise _Failed(exc) from None
-        if not keep_open or reader.buffer:  # bytes past the response: the connection is out of step
+        self._used = _monotonic()
+        if then_next and keep_open and 200 <= status < 300:
+            self._prefetched = reader  # what follows is the /next's answer (some of it may be here already)
+        elif not keep_open or reader.buffer or then_next:  # bytes past the response: the connection is out of step
             self.close()
         return status, headers, body
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,12 +21,14 @@ from .errors import LambdaServiceError, MethodNotAllowedException, ServiceExcept
 from .event_store import EventStore
 from .events import EventQueue
 from .heartbeat import Heartbeat
-from .invoke import invoke, invoke_async, invoke_with_response_stream
+from .invocation import new_request_id
+from .invoke import InvokeCall, invoke, invoke_async, invoke_call, invoke_with_response_stream
 from .logs import get_logger
 from .mcp_http import MCPEndpoint
 from .metrics import CONTENT_TYPE_LATEST
 from .service import Service, StartupError
 from .session_routes import routes as session_routes
+from .template_reload import TemplateLoader, TemplateReloader
 
 log = get_logger("app")
 
@@ -41,18 +43,81 @@ class RequestIdMiddleware:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            scope.setdefault("state", {})["request_id"] = str(uuid.uuid4())
+            scope.setdefault("state", {})["request_id"] = new_request_id()
         await self.app(scope, receive, send)
 
 
-def _error_response(request: Request, error: LambdaServiceError) -> Response:
-    headers = {**error.headers(), "x-amzn-RequestId": request.state.request_id}
+_INVOKE_PREFIX = "/2015-03-31/functions/"
+_INVOKE_SUFFIX = "/invocations"
+_INVOKE_MIN = len(_INVOKE_PREFIX) + len(_INVOKE_SUFFIX)
+
+
+class InvokeFastPath:
+    """Invoke (`POST /2015-03-31/functions/{FunctionName}/invocations`), the hot route, answered straight
+    from the ASGI scope in front of the Starlette app: no routing over every route, middleware
+    stack or Request object, for the same answer (`invoke_call`) and the same error rendering.
+    Everything else, Invoke's other methods (405) included, goes to the app."""
+
+    def __init__(self, app: Starlette, service: Service) -> None:
+        self.app = app
+        self.state = app.state
+        self._service = service
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if len(path) >= _INVOKE_MIN and path.startswith(_INVOKE_PREFIX) and path.endswith(_INVOKE_SUFFIX):
+                await self._invoke(scope, receive, send, path[len(_INVOKE_PREFIX) : -len(_INVOKE_SUFFIX)])
+                return
+        await self.app(scope, receive, send)
+
+    async def _invoke(self, scope: Any, receive: Any, send: Any, function_name: str) -> None:
+        request_id = new_request_id()
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:  # lower-case names already (uvicorn)
+            key = name.decode("latin-1")
+            if key not in headers:  # the first of a repeated header, as Starlette's Headers.get
+                headers[key] = value.decode("latin-1")
+        query = scope["query_string"]
+        qualifier = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("Qualifier") if query else None
+        call = InvokeCall(function_name, qualifier, headers, _body(receive), request_id)
+        try:
+            response = await invoke_call(self._service, self.state.events, call)
+        except _ClientGone:
+            return
+        except LambdaServiceError as exc:
+            response = _error_response(request_id, exc)
+        except Exception:
+            log.exception("request.failed", path=scope["path"], request_id=request_id)
+            response = _error_response(request_id, ServiceException("An internal error occurred; see the service log."))
+        await response(scope, receive, send)
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _body(receive: Any) -> AsyncIterator[bytes]:
+    """The request body's pieces, as Starlette's `Request.stream()` gives them."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
+def _error_response(request_id: str, error: LambdaServiceError) -> Response:
+    headers = {**error.headers(), "x-amzn-RequestId": request_id}
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LambdaServiceError)
-    return _error_response(request, exc)
+    return _error_response(request.state.request_id, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -61,12 +126,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error: LambdaServiceError = MethodNotAllowedException(f"{request.method} is not allowed on {request.url.path}")
     else:
         error = UnknownOperationException(f"No operation matches {request.method} {request.url.path}")
-    return _error_response(request, error)
+    return _error_response(request.state.request_id, error)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("request.failed", path=request.url.path, request_id=request.state.request_id)
-    return _error_response(request, ServiceException("An internal error occurred; see the service log."))
+    return _error_response(
+        request.state.request_id, ServiceException("An internal error occurred; see the service log.")
+    )
 
 
 async def health(request: Request) -> Response:
@@ -100,7 +167,9 @@ async def metrics(request: Request) -> Response:
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(service: Service) -> Starlette:
+def create_app(service: Service, *, reload_template: TemplateLoader | None = None) -> InvokeFastPath:
+    """The service's HTTP app. `reload_template` loads the template's functions again: given, edits of the
+    template file are applied while serving (`template_reload`)."""
     settings = service.settings
     control = ControlPlane(service, Store(settings.data_dir))
     try:
@@ -118,14 +187,20 @@ def create_app(service: Service) -> Starlette:
             service, store, retry_delay=settings.event_retry_delay_seconds, control=control
         )
         heartbeat = None
+        template_reloader = None
         try:
             await service.start()
             await events.resume()  # Event invocations accepted before a restart, now that their functions run
+            if reload_template is not None and settings.template is not None:
+                template_reloader = TemplateReloader(settings.template, reload_template, control)
+                template_reloader.start()
             if settings.heartbeat_url:
                 heartbeat = Heartbeat(service, settings.heartbeat_url, settings.heartbeat_interval_seconds)
                 heartbeat.start()
             yield
         finally:
+            if template_reloader is not None:
+                await template_reloader.close()
             if heartbeat is not None:
                 await heartbeat.close()
             await mcp.close()
@@ -158,4 +233,4 @@ def create_app(service: Service) -> Starlette:
         lifespan=lifespan,
     )
     app.add_middleware(RequestIdMiddleware)
-    return app
+    return InvokeFastPath(app, service)

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__, sample_events
 from .config import ConfigError, Settings
-from .functions import FunctionRegistry, parse_function_name
+from .functions import FunctionRegistry, FunctionSpec, parse_function_name
 from .logs import configure_logging, get_logger
 
 _COMMANDS = ("serve", "invoke", "mcp", "build", "generate-event")
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="hot_reload",
         action="store_false",
         default=None,
-        help="keep serving the code staged at start when a function's code changes (default: $SANDBOX_HOT_RELOAD)",
+        help="keep serving the template and code loaded at start when they change (default: $SANDBOX_HOT_RELOAD)",
     )
     invoke = sub.add_parser("invoke", help="invoke one function once, like `sam local invoke`")
     invoke.add_argument("function", help="function name or template logical id")
@@ -168,6 +168,13 @@ def _parameter_overrides(values: list[str]) -> dict[str, str]:
 
 
 def _registry(settings: Settings, args: argparse.Namespace) -> FunctionRegistry:
+    functions = _template_functions(settings, args)
+    return FunctionRegistry(functions, region=settings.region, account_id=settings.account_id)
+
+
+def _template_functions(settings: Settings, args: argparse.Namespace) -> list[FunctionSpec]:
+    """The template's functions (with --env-vars applied), and warnings about what is left out. Raises
+    TemplateError (and the env-vars file's errors) when they cannot be loaded."""
     from .env_vars import apply_env_vars, load_env_vars
     from .template import TemplateError, load_template
 
@@ -208,8 +215,7 @@ def _registry(settings: Settings, args: argparse.Namespace) -> FunctionRegistry:
             sections=unmatched,
             detail="these sections name no function of the template (nor Parameters): they apply to nothing",
         )
-    functions = apply_env_vars(template.functions, env_vars)
-    return FunctionRegistry(functions, region=settings.region, account_id=settings.account_id)
+    return apply_env_vars(template.functions, env_vars)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -233,7 +239,9 @@ def _serve(args: argparse.Namespace) -> int:
     service = Service(settings, registry)
     service.preflight()
     service.prepare()
-    app = create_app(service)
+    # With hot reload, edits of the template itself are applied while serving (`template_reload`).
+    reload_template = (lambda: _template_functions(settings, args)) if settings.hot_reload else None
+    app = create_app(service, reload_template=reload_template)
     config = uvicorn.Config(
         app,
         host=settings.host,

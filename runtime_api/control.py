@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -40,12 +41,15 @@ from .catalog import (
     template_meta,
 )
 from .errors import (
+    CodeStorageExceededException,
     InvalidParameterValueException,
     InvalidRequestContentException,
+    LambdaServiceError,
     PreconditionFailedException,
     RequestTooLargeException,
     ResourceConflictException,
     ResourceNotFoundException,
+    ServiceException,
     ValidationException,
 )
 from .functions import LATEST, Alias, FunctionRegistry, FunctionSpec, ImageConfig, parse_function_name
@@ -86,6 +90,7 @@ class ControlPlane:
         self.region, self.account_id = settings.region, settings.account_id
         for function in self.registry:
             self.entries[function.name] = Entry(meta=template_meta(self.account_id), source="template")
+        self._template = {function.name: function for function in self.registry}  # as the template last said
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -108,6 +113,40 @@ class ControlPlane:
             self.registry.aliases(latest.name).update({alias.name: alias for alias in aliases})
             self.entries[latest.name] = entry
 
+    async def apply_template(self, functions: list[FunctionSpec]) -> dict[str, list[str]]:
+        """The template was edited: serve its functions as they are now. Removed ones stop (running invocations
+        finish), added ones start, changed ones are redeployed (a new pool: busy environments finish with the
+        old configuration). A function is changed when the template says something else for it than last time
+        (an UpdateFunctionCode since is kept until then); functions created through the API are left alone.
+        The names per kind of change."""
+        new = {spec.name: spec for spec in functions}
+        old = self._template
+        changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": [n for n in old if n not in new]}
+        for name in changes["removed"]:
+            entry = self.entries.get(name)
+            if entry is None or entry.source != "template":
+                continue  # deleted through the API meanwhile (and maybe created again there)
+            for removed in self.registry.remove(name):
+                self.service.undeploy(removed)
+            del self.entries[name]
+        for name, spec in new.items():
+            if name not in old and name in self.entries:
+                log.warning("template.shadowed", function=name, detail="a function created through the API has it")
+            elif name not in old:
+                changes["added"].append(name)
+            elif old[name] != spec:
+                changes["changed"].append(name)
+        self._template = {name: spec for name, spec in new.items() if name in old or name in changes["added"]}
+        await self.service.set_template_functions(list(self._template.values()))
+        for name in changes["added"] + changes["changed"]:
+            spec = new[name]
+            if (reason := await self.service.deploy(spec)) is not None:  # served from here on; then shown
+                log.warning("function.unavailable", function=name, reason=reason)
+            self.registry.add(spec)
+            entry = self.entries.setdefault(name, Entry(meta=template_meta(self.account_id), source="template"))
+            entry.meta = template_meta(self.account_id)  # a new revision, its code digest computed anew
+        return changes
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -123,7 +162,19 @@ class ControlPlane:
         latest = self.registry.get(name)
         if self.store is None or entry is None or entry.source != "api" or latest is None:
             return
-        self.store.save(name, entry_document(entry, latest, self.registry.versions(name), self.registry.aliases(name)))
+        document = entry_document(entry, latest, self.registry.versions(name), self.registry.aliases(name))
+        try:
+            self.store.save(name, document)
+        except OSError as exc:
+            raise _storage_error(exc) from None
+
+    def _save_in_background(self, name: str) -> None:
+        """`_save` from work nobody waits for: a failure goes to the log (the function is served meanwhile,
+        from memory; its stored state is the last one saved)."""
+        try:
+            self._save(name)
+        except LambdaServiceError as exc:
+            log.error("function.save_failed", function=name, detail=exc.message)
 
     def _collect_garbage(self) -> None:
         if self.store is None:
@@ -275,7 +326,13 @@ class ControlPlane:
         self.entries[name] = entry
         self.registry.add(spec)
         self.service.pending[spec.key] = "Pending"
-        self._save(name)
+        try:
+            self._save(name)
+        except LambdaServiceError:  # not stored: not created
+            del self.entries[name]
+            self.registry.remove(name)
+            self.service.pending.pop(spec.key, None)
+            raise
         response = self.configuration(spec, meta)
         self._background(self._activate(spec, publish=bool(body.get("Publish"))))
         return 201, response
@@ -297,7 +354,7 @@ class ControlPlane:
             meta.state, meta.state_reason, meta.state_reason_code = "Failed", reason, "InvalidRuntime"
             meta.last_update_status = "Failed"
         self.service.pending.pop(spec.key, None)
-        self._save(spec.name)
+        self._save_in_background(spec.name)
 
     def get_function(self, raw_name: str, qualifier: str | None, base_url: str) -> dict:
         spec, entry, qualifier = self._function(raw_name, qualifier)
@@ -457,7 +514,7 @@ class ControlPlane:
             meta.last_update_reason_code = None if reason is None else "InvalidRuntime"
             meta.last_update_status = "Successful" if reason is None else "Failed"
             entry.updating = False
-            self._save(updated.name)
+            self._save_in_background(updated.name)
         finally:
             entry.updating = False
         await asyncio.to_thread(self._collect_garbage)
@@ -551,7 +608,10 @@ class ControlPlane:
         package = code.check(data)
         if self.store is None:
             raise InvalidParameterValueException("Functions cannot be created here: SANDBOX_DATA_DIR is not set")
-        folder = await asyncio.to_thread(self.store.keep_package, package)
+        try:
+            folder = await asyncio.to_thread(self.store.keep_package, package)
+        except OSError as exc:
+            raise _storage_error(exc) from None
         return dataclasses.replace(spec, code_dir=folder), package
 
     def _from_s3(self, body: Mapping[str, Any]) -> bytes:
@@ -1185,3 +1245,14 @@ def routes() -> list[Route]:
         ),
         Route("/2019-09-25/functions/{function_name}/event-invoke-config/list", event_invoke_list, methods=["GET"]),
     ]
+
+
+def _storage_error(exc: OSError) -> LambdaServiceError:
+    """What a failed write under SANDBOX_DATA_DIR means to the caller: a full disk is Lambda's own error for
+    running out of code storage; anything else is ours."""
+    log.warning("catalog.write_failed", error=str(exc))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CodeStorageExceededException(
+            "Code storage limit exceeded: no space left on the device of SANDBOX_DATA_DIR."
+        )
+    return ServiceException(f"Cannot store the function under SANDBOX_DATA_DIR: {exc.strerror or exc}")

@@ -103,7 +103,7 @@ class Environment:
         hooks: PoolHooks,
         serve_runtime_api: Callable[[Environment, Any], Any],
         serve_egress: Callable[[Any], Any] | None = None,
-        log_sink: LogSink,
+        log_sink: LogSink | None,  # None: lines are only kept for the invocation (its log tail)
         init_limit: float,
         log_limit: int = 1024 * 1024,
         extensions: tuple[str, ...] = (),
@@ -479,7 +479,7 @@ class Environment:
         self._output.drain()  # what it wrote before answering is its output (read before it stops being current)
         self._answered = True
         self._responding = None
-        self._finish(invocation, payload, error_type, note=note)
+        self._finish(invocation, payload, error_type, note=note, drained=True)
 
     def _response_cut_off(self, sink: ResponseSink) -> None:
         """A /response's connection closed before its body ended. If the runtime died, its exit says
@@ -525,11 +525,14 @@ class Environment:
             record = {"requestId": invocation.request_id, "version": invocation.version}
             self.telemetry.emit("platform", "platform.start", {**record, "tracing": _tracing(invocation)})
 
-    def _finish(self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = "") -> None:
+    def _finish(
+        self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = "", drained: bool = False
+    ) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._output.drain()
+        if not drained:  # (`_settle` has just read the pipe: a second read per invoke only finds it empty)
+            self._output.drain()
         self._output.end_phase(invocation)
         duration_ms = (time.perf_counter() - self._started_at) * 1000
         if note:

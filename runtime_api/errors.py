@@ -70,6 +70,12 @@ class TooManyRequestsException(LambdaServiceError):
         return headers
 
 
+class CodeStorageExceededException(LambdaServiceError):
+    """Lambda: the account's code storage is used up. Here: no space left under SANDBOX_DATA_DIR."""
+
+    status = 400
+
+
 class InvalidRuntimeException(LambdaServiceError):
     status = 502
     fault = "Service"

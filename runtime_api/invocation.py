@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import random
 import re
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from random import getrandbits
 
 from .functions import FunctionSpec
 
@@ -35,7 +34,19 @@ def sanitize_error_type(value: str | None) -> str:
 
 def new_trace_id() -> str:
     # Unique, not secret: the process's PRNG, no system call on the invoke path.
-    return f"Root=1-{int(time.time()):08x}-{random.getrandbits(96):024x};Parent={random.getrandbits(64):016x};Sampled=0"
+    return f"Root=1-{int(time.time()):08x}-{getrandbits(96):024x};Parent={getrandbits(64):016x};Sampled=0"
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID, as `str(uuid.uuid4())`, from the process's PRNG: request ids must be
+    unique, not secret, and `uuid4` costs a `getrandom` system call on every invoke."""
+    n = getrandbits(128) & _UUID_CLEAR | _UUID_V4
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # the version and variant bits
+_UUID_V4 = (0x4000 << 64) | (0x8000 << 48)
 
 
 class LogTail:
@@ -157,7 +168,7 @@ class Invocation:
     payload: bytes
     version: str = "$LATEST"
     invoked_arn: str = ""
-    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    request_id: str = field(default_factory=new_request_id)
     trace_id: str = field(default_factory=new_trace_id)
     client_context: str | None = None  # JSON text, as the runtime receives it
     cognito_identity: str | None = None

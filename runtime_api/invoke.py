@@ -7,7 +7,8 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.requests import Request
@@ -31,25 +32,58 @@ from .invocation import (
     new_trace_id,
 )
 
+if TYPE_CHECKING:
+    from .events import EventQueue
+    from .service import Service
+
 _INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 _STREAM_INVOCATION_TYPES = ("RequestResponse", "DryRun")
 _LOG_TYPES = ("None", "Tail")
 
 
+class InvokeCall:
+    """What an Invoke-style request carries, however it arrived (a Starlette request, or the ASGI
+    scope itself on the Invoke fast path): header names are lower-case, the first value of each kept."""
+
+    __slots__ = ("body", "function_name", "headers", "qualifier", "request_id")
+
+    def __init__(
+        self,
+        function_name: str,
+        qualifier: str | None,
+        headers: Mapping[str, str],
+        body: AsyncIterator[bytes],
+        request_id: str,
+    ) -> None:
+        self.function_name = function_name
+        self.qualifier = qualifier
+        self.headers = headers
+        self.body = body
+        self.request_id = request_id
+
+    @classmethod
+    def of(cls, request: Request) -> InvokeCall:
+        return cls(
+            request.path_params["function_name"],
+            request.query_params.get("Qualifier"),
+            request.headers,
+            request.stream(),
+            request.state.request_id,
+        )
+
+
 async def _requested(
-    request: Request, invocation_types: tuple[str, ...], stream: ResponseStream | None = None
+    service: Service, call: InvokeCall, invocation_types: tuple[str, ...], stream: ResponseStream | None = None
 ) -> tuple[str, str, Invocation | None]:
     """The invocation an Invoke-style request asks for: its type, log type, and the Invocation (None for
     DryRun, which only checks)."""
-    service = request.app.state.service
-    qualifier = request.query_params.get("Qualifier")
-    ref = parse_function_name(request.path_params["function_name"], qualifier)
+    ref = parse_function_name(call.function_name, call.qualifier)
     function, version = service.registry.resolve(ref)
-    headers = request.headers
+    headers = call.headers
     invocation_type = _enum(headers.get("x-amz-invocation-type", "RequestResponse"), "invocationType", invocation_types)
     log_type = _enum(headers.get("x-amz-log-type", "None"), "logType", _LOG_TYPES)
     client_context = _client_context(headers.get("x-amz-client-context"))
-    payload = await _read_payload(request, invocation_type)
+    payload = await _read_payload(headers.get("content-length"), call.body, invocation_type)
     if invocation_type == "DryRun":
         return invocation_type, log_type, None
     invocation = Invocation(
@@ -57,7 +91,7 @@ async def _requested(
         payload=payload,
         version=version,
         invoked_arn=function.qualified_arn(ref.qualifier) if ref.qualifier else function.arn,
-        request_id=request.state.request_id,
+        request_id=call.request_id,
         trace_id=headers.get("x-amzn-trace-id") or new_trace_id(),
         client_context=client_context if invocation_type == "RequestResponse" else None,
         tenant_id=headers.get("x-amz-tenant-id"),
@@ -67,14 +101,18 @@ async def _requested(
 
 
 async def invoke(request: Request) -> Response:
-    service = request.app.state.service
-    invocation_type, log_type, invocation = await _requested(request, _INVOCATION_TYPES)
+    return await invoke_call(request.app.state.service, request.app.state.events, InvokeCall.of(request))
+
+
+async def invoke_call(service: Service, events: EventQueue, call: InvokeCall) -> Response:
+    """Invoke: the Starlette route's, and the fast path's in front of the app (`app.InvokeFastPath`)."""
+    invocation_type, log_type, invocation = await _requested(service, call, _INVOCATION_TYPES)
     if invocation is None:
-        return Response(status_code=204, headers={"x-amzn-RequestId": request.state.request_id})
+        return Response(status_code=204, headers={"x-amzn-RequestId": call.request_id})
     function, version = invocation.function, invocation.version
     if invocation_type == "Event":
         service.pool_for(function)  # an unrunnable function fails now, not in the background
-        await request.app.state.events.submit(invocation)  # stored before the 202
+        await events.submit(invocation)  # stored before the 202
         return Response(status_code=202, headers={"x-amzn-RequestId": invocation.request_id})
     result = await service.invoke(invocation)
     response_headers = {
@@ -98,7 +136,7 @@ async def invoke_with_response_stream(request: Request) -> Response:
     A runtime that does not stream is passed on the same way: its /response body as PayloadChunks."""
     service = request.app.state.service
     stream = ResponseStream()
-    _, log_type, invocation = await _requested(request, _STREAM_INVOCATION_TYPES, stream)
+    _, log_type, invocation = await _requested(service, InvokeCall.of(request), _STREAM_INVOCATION_TYPES, stream)
     if invocation is None:
         return Response(status_code=204, headers={"x-amzn-RequestId": request.state.request_id})
     version = invocation.version
@@ -167,7 +205,7 @@ async def invoke_async(request: Request) -> Response:
     service.pool_for(function)
     invocation = Invocation(
         function=function,
-        payload=await _read_payload(request, "Event"),
+        payload=await _read_payload(request.headers.get("content-length"), request.stream(), "Event"),
         version=version,
         invoked_arn=function.qualified_arn(ref.qualifier) if ref.qualifier else function.arn,
         request_id=request.state.request_id,
@@ -198,14 +236,13 @@ def _client_context(raw: str | None) -> str | None:
     return text
 
 
-async def _read_payload(request: Request, invocation_type: str) -> bytes:
+async def _read_payload(declared: str | None, body: AsyncIterator[bytes], invocation_type: str) -> bytes:
     limit = MAX_EVENT_REQUEST_BYTES if invocation_type == "Event" else MAX_REQUEST_BYTES
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         _too_large(int(declared), invocation_type, limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in body:
         size += len(chunk)
         if size > limit:
             _too_large(size, invocation_type, limit)
@@ -224,10 +261,11 @@ async def _read_payload(request: Request, invocation_type: str) -> bytes:
 
 
 def _loads_big_numbers(payload: bytes) -> bool:
-    """orjson refuses integers past 64 bits that JSON (and AWS) accept; settle those with the stdlib."""
+    """orjson refuses integers past 64 bits that JSON (and AWS) accept; settle those with the stdlib.
+    Nesting deeper than orjson's 1024 levels stays refused: the stdlib would raise RecursionError."""
     try:
         json.loads(payload, parse_constant=_reject)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 

@@ -29,7 +29,7 @@ _READ = 65536
 
 class FunctionOutput:
     def __init__(
-        self, function: FunctionSpec, sink: LogSink, limit: int, running: Callable[[], Invocation | None]
+        self, function: FunctionSpec, sink: LogSink | None, limit: int, running: Callable[[], Invocation | None]
     ) -> None:
         self.function = function
         self.init_log = LogTail()  # what the runtime wrote outside any invocation (its init, mostly)
@@ -93,6 +93,8 @@ class FunctionOutput:
 
     def log(self, request_id: str | None, line: str) -> None:
         """Hand a line to the sink; a failing sink (a closed stderr) never stops an invocation."""
+        if self._sink is None:
+            return  # nobody would see it (the service log's level)
         try:
             self._sink(self.function, request_id, line)
         except Exception:

@@ -12,7 +12,7 @@ their invocation with the old code, and the next ones start from the new copy.
 Functions with a requirements.txt are served from their build (`build.py`). A change to their code
 only makes the build out of date, which is reported (`function.not_built`): the old build goes on
 serving until `sandbox-runtime build` writes a new one, which is noticed by its manifest changing
-(one `stat` per invoke of such a function). Template changes themselves are not reloaded.
+(one `stat` per invoke of such a function). Edits of the template itself are `template_reload.py`'s.
 """
 
 from __future__ import annotations
@@ -230,6 +230,13 @@ class HotReloader:
     def close(self) -> None:
         for task in self._running.values():
             task.cancel()
+        self._watcher.close()
+
+    def hand_over(self, successor: HotReloader) -> None:
+        """`successor` (watching already) serves from now on: it gets the changes seen here and not reloaded
+        yet, and reloads under way finish on their own."""
+        self._collect()
+        successor._dirty.update(name for name in self._dirty | set(self._running) if name in successor._code_dirs)
         self._watcher.close()
 
     def _track_manifest(self, name: str) -> None:

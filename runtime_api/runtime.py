@@ -222,18 +222,31 @@ class RuntimeAPIProtocol(asyncio.Protocol):
     # -- dispatch -------------------------------------------------------------------------------
 
     async def _serve_queue(self) -> None:
+        held_back = b""  # a /response's or /error's answer, written with the /next's that follows it
         try:
             while self._queue:
                 request = self._queue.pop(0)
                 if request.held is not None:
                     self._open_response(request)  # its turn has come
                     self._end_response(request)
-                self._write(await self._handle(request))
+                answer = held_back + await self._handle(request)
+                held_back = b""
                 if not request.keep_alive:
+                    self._write(answer)
                     self._close()
+                    return
+                if not _answered_by_next(request, self._queue):
+                    self._write(answer)
+                elif answer.startswith(b"HTTP/1.1 202 "):
+                    held_back = answer  # a pipelining runtime (ours) reads both answers in one go
+                else:  # refused: the runtime may stop on it, and must not have taken an event first
+                    self._write(answer)
+                    self._close()  # one that carries on connects again and asks again
                     return
         finally:
             self._task = None
+            if held_back:
+                self._write(held_back)
         receiving = self._receiving
         if receiving is not None and receiving.held is not None:
             self._open_response(receiving)  # a /response still arriving: its turn has come
@@ -349,6 +362,16 @@ def _render(status: int, body: bytes, content_type: bytes = b"application/json",
         + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
+
+
+def _answered_by_next(request: _Request, queue: list[_Request]) -> bool:
+    """Whether `request` is a /response or /error whose runtime already sent its next `GET /next` (it
+    pipelines): its 202 may then wait for the event and go out with it, in one write. A runtime that
+    waits for the answer before its /next never has one queued, so it is answered at once."""
+    if request.response_id is None and not (request.path.startswith(_INVOCATION) and request.path.endswith("/error")):
+        return False
+    following = queue[0] if queue else None
+    return following is not None and following.path == _NEXT and following.method == "GET"
 
 
 def _require(method: str, wanted: str) -> None:

@@ -7,6 +7,7 @@ Starlette; the routes call `invoke` and render what comes back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import resource
 import shutil
@@ -99,6 +100,14 @@ def preflight(*, bwrap: bool = True) -> None:
 
 def structlog_sink(function: FunctionSpec, request_id: str | None, line: str) -> None:
     function_log.info(line, function=function.name, request_id=request_id)
+
+
+def _heard(sink: LogSink) -> LogSink | None:
+    """The sink, or None when every line would be dropped (the service log's level is above info):
+    START, END and REPORT are then not handed over on every invoke."""
+    if sink is structlog_sink and not function_log.bind().is_enabled_for(logging.INFO):
+        return None
+    return sink
 
 
 class Service:
@@ -332,6 +341,17 @@ class Service:
         if function.code_dir is not None and self._stage_code(function) != self._code.get(function.key):
             return True
         return bool(function.layers) and self._stage_layers(function) != self._opt.get(function.key)
+
+    async def set_template_functions(self, functions: list[FunctionSpec]) -> None:
+        """The template's functions changed (`template_reload`): build sources and hot reload follow them."""
+        self._template_code = {f.name: f.code_dir for f in functions if f.code_dir is not None}
+        if self.reloader is not None:
+            reloader = await asyncio.to_thread(start_hot_reload, self, functions)
+            if reloader is not None:
+                self.reloader.hand_over(reloader)  # code edits not reloaded yet are not forgotten
+            else:
+                self.reloader.close()
+            self.reloader = reloader
 
     def staged_code(self, function: FunctionSpec) -> Path | None:
         return self._code.get(function.key)
@@ -602,7 +622,7 @@ class Service:
             hooks=pool,
             serve_runtime_api=self._runtime_api.serve,
             serve_egress=self._serve_egress,
-            log_sink=self.log_sink,
+            log_sink=_heard(self.log_sink),
             init_limit=self.settings.init_timeout_seconds,
             log_limit=self.settings.log_limit_bytes,
             extensions=extensions,

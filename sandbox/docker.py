@@ -540,6 +540,9 @@ class DockerSandbox:
 
     def _set_exit(self, status: int) -> None:
         self._close_writer()  # every writer inside is gone: the reader drains, then sees end-of-file
+        if self._group is not None:
+            self.memory_peak_bytes()  # the last reading; its file is closed with it
+            self._group.close()
         if not self._exit.done():
             self._exit.set_result(status)
 

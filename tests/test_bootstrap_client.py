@@ -151,22 +151,27 @@ def test_requests_are_plain_http11_with_content_length(serve) -> None:
     def script(peer: Peer) -> None:
         assert peer.request() is not None
         peer.send(event())
-        assert peer.request() is not None
-        peer.send(ACCEPTED)
-        assert peer.request() is not None
+        assert peer.request() is not None  # the /response
+        assert peer.request() is not None  # and the /next that came with it
+        peer.send(ACCEPTED + event("r-2"))
+        assert peer.request() is not None  # the /error
+        assert peer.request() is not None  # and its /next
         peer.send(ACCEPTED)
         peer.request()  # until the client closes
 
     server, client = serve(script)
     client.next_invocation()
     client.post_response("r-1", b'{"ok": true}', "application/json")
-    client.post_error("r-1", b"{}", "Bad\r\nType\u00e9")
+    assert client.next_invocation().request_id == "r-2"
+    client.post_error("r-2", b"{}", "Bad\r\nType\u00e9")
     client.close()
     assert server.done.wait(WAIT)
-    (get, get_headers, get_body), (post, post_headers, post_body), (error, error_headers, _) = server.requests
-    assert get == f"GET {NEXT} HTTP/1.1"
+    (get, get_headers, get_body), (post, post_headers, post_body), next_, (error, error_headers, _), next2 = (
+        server.requests
+    )
+    assert next_[0] == next2[0] == get == f"GET {NEXT} HTTP/1.1"
     host = server.address
-    assert get_headers == {"host": host, "user-agent": "test-agent"}
+    assert get_headers == next_[1] == {"host": host, "user-agent": "test-agent"}
     assert get_body == b""
     assert post == "POST /2018-06-01/runtime/invocation/r-1/response HTTP/1.1"
     assert post_headers == {
@@ -176,7 +181,7 @@ def test_requests_are_plain_http11_with_content_length(serve) -> None:
         "content-length": "12",
     }
     assert post_body == b'{"ok": true}'
-    assert error == "POST /2018-06-01/runtime/invocation/r-1/error HTTP/1.1"
+    assert error == "POST /2018-06-01/runtime/invocation/r-2/error HTTP/1.1"
     assert error_headers["lambda-runtime-function-error-type"] == "Bad\\x0d\\x0aType\\xe9"
     assert server.connections == 1
 
@@ -453,7 +458,9 @@ def test_a_dropped_keep_alive_connection_is_retried_once(serve, how: str) -> Non
     assert server.connections == 2
 
 
-def test_an_idle_connection_the_server_closed_is_replaced_before_sending(serve) -> None:
+def test_an_idle_connection_the_server_closed_is_replaced_before_sending(
+    serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def serves_one_then_closes(peer: Peer) -> None:
         peer.request()
         peer.send(event("r-1"))
@@ -464,6 +471,7 @@ def test_an_idle_connection_the_server_closed_is_replaced_before_sending(serve) 
         return True
 
     _, client = serve(serves_one_then_closes, serves)
+    monkeypatch.setattr(client_module, "_CHECK_IDLE_AFTER", 0.05)  # 1 s by default
     assert client.next_invocation().request_id == "r-1"
     old = RecordingSocket(client._sock)  # type: ignore[arg-type]
     client._sock = old  # type: ignore[assignment]
@@ -649,3 +657,62 @@ def test_logging_is_set_up_on_its_first_import(python: str, json_format: bool, t
         level, timestamp, request_id, message = result.stdout.split("\t")
         assert (level, request_id, message) == ("[INFO]", "req-9", "hello there\n")
         assert timestamp.endswith("Z")
+
+
+# -- /next pipelined behind /response and /error -----------------------------------------------------
+
+
+def test_a_small_response_and_the_next_poll_go_in_one_write(serve) -> None:
+    def script(peer: Peer) -> bool:
+        peer.request()
+        peer.send(event())
+        peer.request()
+        peer.request()
+        peer.send(ACCEPTED, event("r-2"), pause=0.01)  # the 202, then the event a moment later
+        return True
+
+    server, client = serve(script)
+    client.next_invocation()
+    sock = RecordingSocket(client._sock)  # type: ignore[arg-type]
+    client._sock = sock  # type: ignore[assignment]
+    client.post_response("r-1", b"{}", "application/json")
+    assert client.next_invocation().request_id == "r-2"
+    assert len(sock.writes) == 1
+    assert [line.split()[0] for line, _, _ in server.requests] == ["GET", "POST", "GET"]
+    assert server.connections == 1
+
+
+def test_a_prefetched_next_whose_connection_drops_is_asked_again(serve) -> None:
+    def answers_then_drops(peer: Peer) -> None:
+        peer.request()
+        peer.send(event())
+        peer.request()
+        peer.request()
+        peer.send(ACCEPTED)
+
+    def serves(peer: Peer) -> bool:
+        peer.request()
+        peer.send(event("r-2"))
+        return True
+
+    server, client = serve(answers_then_drops, serves)
+    client.next_invocation()
+    client.post_response("r-1", b"{}", "application/json")
+    assert client.next_invocation().request_id == "r-2"
+    assert server.connections == 2
+
+
+def test_a_refused_response_takes_no_event_and_a_large_one_is_not_pipelined(serve) -> None:
+    def refuses(peer: Peer) -> None:
+        peer.request()
+        peer.send(event())
+        peer.request()
+        peer.send(response("413 Request Entity Too Large", b'{"errorType":"RequestEntityTooLarge"}'))
+
+    server, client = serve(refuses)
+    client.next_invocation()
+    big = b"x" * (64 * 1024 + 1)
+    with pytest.raises(RuntimeClientError, match="Http response code: 413"):
+        client.post_response("r-1", big, "application/json")
+    assert server.done.wait(WAIT)
+    assert [line.split()[0] for line, _, _ in server.requests] == ["GET", "POST"]  # no /next after it

@@ -7,6 +7,7 @@ import json
 import time
 import urllib.request
 import uuid
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -193,6 +194,33 @@ def test_unknown_route_has_an_aws_error_shape(service):
         assert error.headers["x-amzn-RequestId"]
     else:
         raise AssertionError("expected 404")
+
+
+def test_invoke_answers_every_name_form_and_method_as_the_router_would(service):
+    """Invoke is answered in front of the Starlette app (app.InvokeFastPath): the same answers as the
+    routed version, for the path, the query string and the methods it does not take."""
+
+    def call(path: str, method: str = "POST", **headers: str) -> tuple[int, Any, bytes]:
+        request = urllib.request.Request(f"{service.url}{path}", data=b'{"k": 1}', method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read()
+
+    status, headers, body = call("/2015-03-31/functions/echo/invocations?Qualifier=%24LATEST&x=1")
+    assert (status, json.loads(body)) == (200, {"k": 1})
+    assert headers["X-Amz-Executed-Version"] == "$LATEST" and uuid.UUID(headers["x-amzn-RequestId"]).version == 4
+    assert headers["Content-Type"] == "application/json" and headers["Content-Length"] == "8"
+    status, headers, body = call("/2015-03-31/functions/echo/invocations?Qualifier=nope")
+    assert status == 404 and headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+    assert headers["x-amzn-RequestId"]
+    status, headers, _ = call("/2015-03-31/functions//invocations")
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException")
+    status, headers, _ = call("/2015-03-31/functions/echo/invocations", method="PUT")
+    assert status == 405 and headers["x-amzn-ErrorType"] == "MethodNotAllowedException"
+    status, headers, _ = call("/2015-03-31/functions/invocations")  # GetFunction's path, for a function so named
+    assert status == 405 and headers["x-amzn-ErrorType"] == "MethodNotAllowedException"
 
 
 def test_event_invocation_returns_202_and_runs(client, service):

@@ -392,3 +392,109 @@ def test_powertools_event_parser(vendored):
     response, body = invoke(client, "powertools-parsed", {"id": "seven"})
     assert response["FunctionError"] == "Unhandled"
     assert json.loads(body)["errorType"] == "ValidationError"
+
+
+# -- the protocol on its own: a pipelining runtime (our bootstrap) ------------------------------------
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.body = b""
+
+    def write(self, data: bytes) -> bool:
+        self.body += data
+        return True
+
+    def finish(self, trailers: dict) -> None:
+        pass
+
+
+class _Environment:
+    """The environment's side, as far as the protocol calls it."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.sinks: list[_Sink] = []
+
+    async def next_invocation(self):
+        return await self.events.get()
+
+    def open_response(self, request_id, mode, length):
+        self.sinks.append(_Sink())
+        return self.sinks[-1]
+
+
+async def test_a_202_waits_for_the_pipelined_next_and_goes_out_with_its_event():
+    import asyncio
+
+    from runtime_api.invocation import Invocation
+    from runtime_api.runtime import RuntimeAPIProtocol
+
+    env = _Environment()
+    protocol = RuntimeAPIProtocol(env)  # type: ignore[arg-type]
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    post = b"POST /2018-06-01/runtime/invocation/r-1/response HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    next_ = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n\r\n"
+    protocol.data_received(post + next_)
+    await asyncio.sleep(0.01)
+    assert transport.writes == []  # the 202 waits for the event
+    assert env.sinks[0].body == b"{}"  # while the response itself was taken at once
+    function = type("F", (), {"arn": ARN.format("f")})()
+    env.events.put_nowait(Invocation(function=function, payload=b'{"n":2}', request_id="r-2"))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 202 Accepted\r\n")
+    assert b'{"status":"OK"}\nHTTP/1.1 200 OK\r\n' in transport.writes[0]
+    assert transport.writes[0].endswith(b'{"n":2}')
+
+    # A runtime that waits for the 202 before its /next is answered at once.
+    protocol.data_received(post.replace(b"r-1", b"r-2"))
+    await asyncio.sleep(0.01)
+    assert transport.writes[-1].startswith(b"HTTP/1.1 202 Accepted\r\n") and len(transport.writes) == 2
+
+
+async def test_a_refused_response_with_a_pipelined_next_closes_the_connection_instead():
+    import asyncio
+
+    from runtime_api.apierror import RuntimeAPIError
+    from runtime_api.runtime import RuntimeAPIProtocol
+
+    env = _Environment()
+
+    def refuse(request_id, mode, length):
+        raise RuntimeAPIError(400, "InvalidRequestID", "Invalid request ID")
+
+    env.open_response = refuse  # type: ignore[method-assign]
+    protocol = RuntimeAPIProtocol(env)  # type: ignore[arg-type]
+    transport = _Transport()
+    closed: list[bool] = []
+    transport.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    post = b"POST /2018-06-01/runtime/invocation/r-9/response HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    protocol.data_received(post + b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)
+    assert [w[:24] for w in transport.writes] == [b"HTTP/1.1 400 Bad Request"]
+    assert closed == [True]  # the /next behind it is not served: no event is taken for a runtime that may stop

@@ -1,0 +1,5 @@
+"""The load test's handler: the event back, untouched."""
+
+
+def handler(event, context):
+    return event
