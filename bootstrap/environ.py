@@ -7,6 +7,10 @@ it (docs/performance.md, "Memory and many environments"). putenv(3) instead make
 the variable, so one buffer per variable, rewritten in place and put again at each change, carries every
 value: Python code sees it in `os.environ`, C code and subprocesses started without `env=` in the process
 environment, as with `os.environ[key] = value`.
+
+ctypes is imported with this module, at the runtime's start (0.36 MB, 1-4 ms here): a generic sandbox's
+preload does it before any function is known, and no invocation waits for it. (Imported later, after the
+first answer, it delayed the second invocation: the service may hold that answer until the next event.)
 """
 
 from __future__ import annotations
@@ -17,8 +21,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+try:
+    import ctypes
+
+    _putenv: Any = ctypes.CDLL(None).putenv
+except (ImportError, OSError, AttributeError):  # no ctypes or no C library: os.environ it is
+    _putenv = None
 _buffers: dict[str, Any] = {}  # key -> the ctypes buffer the process environment points to; never freed early
-_putenv: Any = None
 
 
 def set_variable(key: str, value: str | None) -> None:
@@ -26,47 +35,18 @@ def set_variable(key: str, value: str | None) -> None:
     if value is None:
         os.environ.pop(key, None)  # unsetenv drops the pointer; the buffer stays ours for the next value
         return
-    if _putenv is None:
-        # Until `load` has run, values go through setenv (one string kept each): a cold start's invocation does
-        # not wait for ctypes' import (1-4 ms here), done once its answer is out.
-        os.environ[key] = value
-        return
-    putenv = _putenv
-    if putenv is False or "\0" in value:
-        os.environ[key] = value  # (which refuses a NUL as it always did)
-        return
-    if not isinstance(os.environ, os._Environ):  # the function replaced os.environ: it gets the value as before
+    if _putenv is None or "\0" in value or not isinstance(os.environ, os._Environ):
+        # Without putenv; or as it always did, refusing a NUL; or in an os.environ the function replaced.
         os.environ[key] = value
         return
     environ: Any = os.environ
     entry = environ.encodekey(key) + b"=" + environ.encodevalue(value)
     buffer = _buffers.get(key)
     if buffer is None or len(buffer) <= len(entry):
-        import ctypes
-
         buffer = ctypes.create_string_buffer(max(256, 2 * len(entry)))
     buffer.value = entry
-    if putenv(buffer) != 0:
+    if _putenv(buffer) != 0:
         os.environ[key] = value
         return
     _buffers[key] = buffer  # a replaced, smaller buffer is freed only now that the environment points here
     environ._data[environ.encodekey(key)] = environ.encodevalue(value)
-
-
-def load() -> None:
-    """Get putenv ready (import ctypes) for the values to come: called once an invocation has been answered,
-    where it delays no one's answer (at most, once, an invocation already waiting for this runtime)."""
-    if _putenv is None:
-        _load_putenv()
-
-
-def _load_putenv() -> Any:
-    """libc's putenv, or False where ctypes or a C library is unavailable (then os.environ is used)."""
-    global _putenv
-    try:
-        import ctypes
-
-        _putenv = ctypes.CDLL(None).putenv
-    except (ImportError, OSError, AttributeError):
-        _putenv = False
-    return _putenv

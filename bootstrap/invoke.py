@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .context import make_context
-from .environ import load as load_environ
 from .environ import set_variable
 from .errors import FaultError, error_from_exception
 from .logs import flush_stdio, set_invocation, write_error
@@ -47,7 +46,6 @@ def handle_invocation(
         write_error(error, json_logs, codec)
         flush_stdio()
         client.post_error(request_id, codec.encode_error(error), error["errorType"])
-    load_environ()  # once, after the first answer: the next trace ids need putenv (`environ`)
 
 
 def _set_trace_id(trace_id: str | None) -> None:

@@ -9,14 +9,13 @@ import uuid
 
 import pytest
 
-from bootstrap.environ import load, set_variable
+from bootstrap.environ import set_variable
 
 KEY = "_X_AMZN_TRACE_ID"
 
 
 @pytest.fixture(autouse=True)
 def _restore() -> None:
-    load()  # as the runtime does once its first invocation is answered
     yield
     set_variable(KEY, None)
 
