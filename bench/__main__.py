@@ -2,7 +2,8 @@
 
 python -m bench                 # full run (80-100 s; about 70 s without a Docker engine)
 python -m bench --quick         # short run (about 25 s)
-python -m bench --only cold     # one part (repeatable: --only warm --only throughput --only docker --only sessions)
+python -m bench --only cold     # one part (repeatable: --only warm --only throughput --only docker --only sessions
+                                #   --only scale)
 python -m bench --json out.json # also write every number as JSON
 """
 
@@ -19,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import backends, cold, report, sessions, throughput, warm
+from . import backends, cold, report, scale, sessions, throughput, warm
 from .clients import InvokeFailed
 from .procs import FUNCTION, TEMPLATE, Server, floor_ready, health, service_ready, start_floor, start_service
 from .procs import write_cold_template as _write_cold_template
 
-PARTS = ("warm", "throughput", "cold", "docker", "sessions")
+PARTS = ("warm", "throughput", "cold", "docker", "sessions", "scale")
 SESSION_POOL = 2  # warm session sandboxes of the sessions part
 
 FULL: dict[str, Any] = {
@@ -50,6 +51,10 @@ FULL: dict[str, Any] = {
     "sessions_warmup": 2,
     "sessions_exec_samples": 300,
     "sessions_exec_warmup": 20,
+    # scale: 200 warm environments against 1 (rounds of one invoke per target), after all are ready
+    "scale_environments": scale.ENVIRONMENTS,
+    "scale_warmup": 100,
+    "scale_samples": 2000,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -72,6 +77,8 @@ QUICK: dict[str, Any] = {
     "sessions_warmup": 1,
     "sessions_exec_samples": 60,
     "sessions_exec_warmup": 5,
+    "scale_warmup": 30,
+    "scale_samples": 400,
 }
 
 
@@ -254,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                     docker_service.log_tail(10)
                 )
                 _log(f"docker against bwrap stopped: {results['docker_skipped']}")
+        if "scale" in parts:  # last: its 400 sandboxes would weigh on every other part
+            # Uids of its own, above the other parts' blocks (900000 + 400 x 500) and the tests' (300000-799999).
+            scale_uids = 1100000 + (os.getpid() % 400) * 600
+            results["scale"] = scale.run(workdir, scale_uids, params, _log)
         if service is not None:
             pool = health(service)["pools"]["functions"][FUNCTION]
             results["warm_service_pool"] = {
@@ -290,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         results["sessions_table"] = session_rows
         print("\nagent sessions against baselines of the same run (ratio = session/baseline):\n")
         print(report.table(session_rows, columns=("session", "baseline")))
+    if scale_rows := report.scale_rows(results):
+        results["scale_table"] = scale_rows
+        print(
+            f"\n{results['scale']['count']} warm environments against 1 (ratio = many/one; memory: against the "
+            "budget of an idle environment, or the 1-environment service):\n"
+        )
+        print(report.table(scale_rows, columns=("many", "one")))
     if extra := report.breakdown(results):
         print("\n" + extra)
     if args.json:

@@ -12,6 +12,8 @@ from typing import Any
 
 WARM_P50_TARGET = 2.5
 COLD_P50_TARGET = 1.3  # issue 6: with pre-started generic sandboxes
+SCALE_P50_TARGET = 1.5  # warm p50 with 200 warm environments against 1
+MEMORY_BUDGET_MB = 20.0  # an idle warm environment: the sum of its processes' RSS
 TIMES = "\N{MULTIPLICATION SIGN}"
 
 
@@ -147,6 +149,41 @@ def session_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def scale_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Many warm environments against one (`bench/scale.py`): `service` is the many, `floor` the one (or the
+    memory budget)."""
+    s = results.get("scale")
+    if not s:
+        return []
+    n, one = s["count"], s["one"]
+    out = [
+        _row(f"warm p50, {n} functions x 1 env, round-robin", s["functions_round_robin"]["p50"], one["p50"], "ms",
+             target=SCALE_P50_TARGET),
+        _row(f"warm p50, {n} functions x 1 env, same function", s["functions_same"]["p50"], one["p50"], "ms",
+             target=SCALE_P50_TARGET),
+        _row(f"warm p50, 1 function x {n} envs", s["environments"]["p50"], one["p50"], "ms", target=SCALE_P50_TARGET),
+        _row(f"warm p90, {n} functions x 1 env, round-robin", s["functions_round_robin"]["p90"], one["p90"], "ms"),
+        _row(f"warm p50, 1-env service alone, {2 * n} idle envs beside it / none", s["after"]["p50"],
+             s["before"]["p50"], "ms"),
+    ]  # fmt: skip
+    mem = s["memory"]["functions"]
+    if "rss" in mem:
+        out += [
+            _row("idle env, sum of RSS, median (vs budget)", mem["rss"]["median"], MEMORY_BUDGET_MB, "MB", target=1.0),
+            _row(f"idle sandbox, sum of RSS, largest of {mem['environments']} (vs budget)", mem["rss"]["max"],
+                 MEMORY_BUDGET_MB, "MB", target=1.0),
+            _row("idle env, sum of PSS, median (vs budget)", mem["pss"]["median"], MEMORY_BUDGET_MB, "MB"),
+        ]  # fmt: skip
+    services = s["services"]
+    out += [
+        _row(f"service RSS, 1 function x {n} envs (vs 1 env)", services["environments"]["rss_mb"],
+             services["one"]["rss_mb"], "MB"),
+        _row(f"service RSS, {n} functions x 1 env (vs 1 env)", services["functions"]["rss_mb"],
+             services["one"]["rss_mb"], "MB"),
+    ]  # fmt: skip
+    return out
+
+
 def table(table_rows: list[dict[str, Any]], columns: tuple[str, str] = ("service", "floor")) -> str:
     targets = any(r["target"] is not None for r in table_rows)  # else no target and result columns
     header = ("metric", *columns, "ratio", "target", "result")[: None if targets else 4]
@@ -229,6 +266,8 @@ def breakdown(results: dict[str, Any]) -> str:
             f"p99 docker {w['docker']['p99']:.2f} ms, bwrap {w['bwrap']['p99']:.2f} ms; environments started: "
             f"docker {starts['docker']}, bwrap {starts['bwrap']} (1 each expected: the first warm-up invoke)"
         )
+    if s := results.get("scale"):
+        lines += _scale_breakdown(s)
     for key, label in (("throughput_raw", "http.client"), ("throughput_boto3", "boto3")):
         if t := results.get(key):
             lines.append(
@@ -238,6 +277,39 @@ def breakdown(results: dict[str, Any]) -> str:
                 f"service {t['service']['latency_ms_p50']:.2f} ms"
             )
     return "\n".join(lines)
+
+
+def _scale_breakdown(s: dict[str, Any]) -> list[str]:
+    n, services = s["count"], s["services"]
+    lines = [
+        f"scale: all {n} environments READY {s['ready_seconds']['functions']:.1f}s ({n} functions) and "
+        f"{s['ready_seconds']['environments']:.1f}s (1 function) after both services were started together; "
+        f"READY at the end {s['ready_at_end']['functions']} and {s['ready_at_end']['environments']}; "
+        f"round-robin p50 ratio in each fifth of the run: {_fmt(s['p50_ratio_by_block'], 2)}"
+    ]
+    for label, key in (("after init", "memory_after_init"), ("after serving", "memory")):
+        for variant, mem in s[key].items():
+            if "rss" not in mem:
+                continue
+            kinds = "; ".join(
+                f"{kind} {v['rss_mb']:.2f}/{v['pss_mb']:.2f}/{v['uss_mb']:.2f}" for kind, v in mem["by_process"].items()
+            )
+            served = f", {s['one_invocations']} invokes" if variant == "one" and "one_invocations" in s else ""
+            lines.append(
+                f"scale: idle env ({variant}, {label}{served}, {mem['environments']} sandboxes, "
+                f"{mem.get('generic_ready', 0)} of them generic spares) MB RSS/PSS/USS median "
+                f"{mem['rss']['median']:.2f}/{mem['pss']['median']:.2f}/{mem['uss']['median']:.2f}, "
+                f"max RSS {mem['rss']['max']:.2f}; per process (median): {kinds}"
+            )
+    one, many = services["one"], services["environments"]
+    per_env_kb = (many["rss_mb"] - one["rss_mb"]) * 1024 / max(1, n - 1)
+    per_env_fds = (many["fds"] - one["fds"]) / max(1, n - 1)
+    lines.append(
+        "scale: services (RSS MB, fds, threads): "
+        + ", ".join(f"{name} {v['rss_mb']:.1f}, {v['fds']}, {v['threads']}" for name, v in services.items())
+        + f"; each environment adds {per_env_kb:.0f} KB of RSS and {per_env_fds:.1f} fds to its service"
+    )
+    return lines
 
 
 def _fmt(values: list[float], digits: int = 0) -> str:

@@ -8,7 +8,6 @@ carry the stack below the bootstrap's own frames; runtime faults carry a `Runtim
 from __future__ import annotations
 
 import os
-import traceback
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,6 +60,10 @@ def user_stack_trace(exc: BaseException) -> list[str]:
     Frames become plain (file, line, function, text) tuples first, so Python 3.11+ adds no `^^^`
     position markers. When every frame is the bootstrap's, all of them are kept.
     """
+    # Imported at the first error, not at start: traceback brings linecache, tokenize and textwrap, about
+    # 0.4 MB of every idle environment's private memory and 3 ms of its start (docs/performance.md).
+    import traceback
+
     frames = [(f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(exc.__traceback__)]
     first_user = 0
     while first_user < len(frames) and os.path.dirname(frames[first_user][0]) == _PACKAGE_DIR:

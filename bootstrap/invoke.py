@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from .context import make_context
+from .environ import set_variable
 from .errors import FaultError, error_from_exception
 from .logs import flush_stdio, set_invocation, write_error
 
@@ -50,7 +49,4 @@ def handle_invocation(
 
 
 def _set_trace_id(trace_id: str | None) -> None:
-    if trace_id:
-        os.environ["_X_AMZN_TRACE_ID"] = trace_id
-    else:
-        os.environ.pop("_X_AMZN_TRACE_ID", None)
+    set_variable("_X_AMZN_TRACE_ID", trace_id or None)  # not os.environ[...]: glibc keeps every value set

@@ -4,6 +4,11 @@ Like an account's concurrency limit, it bounds what all functions run at once. I
 are not concurrency, so when the budget is spent the least recently used idle environment of any
 function is stopped to make room; only when every environment is busy does an invoke wait or get
 throttled.
+
+It also paces pre-starts (`SANDBOX_POOL_SIZE` environments started with no invocation waiting): at most
+`prestarts` of them are starting at once, machine-wide. Hundreds started together on a small machine
+compete for the same CPUs until each one's init takes longer than the init timeout and fails; paced,
+each starts about as fast as one alone, and an invocation's own cold start is never held back by them.
 """
 
 from __future__ import annotations
@@ -16,14 +21,29 @@ if TYPE_CHECKING:
 
 
 class Capacity:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, prestarts: int = 4) -> None:
         self.limit = limit
         self.live = 0
         self.pools: list[FunctionPool] = []
+        self.prestart_limit = max(1, prestarts)
+        self.prestarting = 0  # pre-started environments not READY yet
 
-    def acquire(self) -> bool:
-        """Take one place for a new environment, evicting an idle one elsewhere if need be."""
-        if self.live >= self.limit and not self._evict_one():
+    def may_prestart(self) -> bool:
+        return self.prestarting < self.prestart_limit
+
+    def prestart_done(self) -> None:
+        """A pre-started environment is READY (or gone): its turn goes to the next pool wanting one."""
+        self.prestarting -= 1
+        for pool in list(self.pools):
+            if not self.may_prestart():
+                return
+            pool.prestart()
+
+    def acquire(self, *, evict: bool = True) -> bool:
+        """Take one place for a new environment, evicting an idle one elsewhere if need be (and allowed:
+        a pre-start never evicts, or pools wanting more warm environments than the budget holds would
+        stop each other's in turn, forever)."""
+        if self.live >= self.limit and not (evict and self._evict_one()):
             return False
         self.live += 1
         return True

@@ -60,6 +60,8 @@ class Settings:
     max_environments: int = field(default=256, metadata={"env": "SANDBOX_MAX_ENVIRONMENTS"})  # all functions
     queue_timeout_seconds: float = field(default=1.0, metadata={"env": "SANDBOX_QUEUE_TIMEOUT"})
     keep_alive_seconds: float = field(default=600.0, metadata={"env": "SANDBOX_KEEP_ALIVE"})
+    # Pre-started environments (SANDBOX_POOL_SIZE) starting at once, machine-wide; 0: twice the CPUs.
+    prestart_concurrency: int = field(default=0, metadata={"env": "SANDBOX_PRESTART_CONCURRENCY"})
     init_timeout_seconds: float = field(default=10.0, metadata={"env": "SANDBOX_INIT_TIMEOUT"})
     log_limit_bytes: int = field(default=1024 * 1024, metadata={"env": "SANDBOX_LOG_LIMIT"})  # per invocation
     event_retry_delay_seconds: float = field(default=1.0, metadata={"env": "SANDBOX_EVENT_RETRY_DELAY"})
@@ -127,7 +129,7 @@ class Settings:
             raise ConfigError(f"SANDBOX_ISOLATION must be bwrap or docker, got {self.isolation!r}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, got {self.port}")
-        for name in ("pool_size", "generic_pool_size", "max_concurrency", "max_sessions"):
+        for name in ("pool_size", "generic_pool_size", "max_concurrency", "max_sessions", "prestart_concurrency"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.session_pool_size is not None and self.session_pool_size < 0:

@@ -51,6 +51,7 @@ class FunctionPool:
         self.keep_alive = keep_alive
         self.environments: set[Environment] = set()
         self._counted: set[Environment] = set()  # environments holding a place in `capacity`
+        self._prestarting: set[Environment] = set()  # pre-started, not READY yet (paced by `capacity`)
         # Environments that can take an invocation, in order of availability (an ordered set):
         # the most recently used is reused first, so the others age out.
         self._idle: dict[Environment, None] = {}
@@ -77,6 +78,7 @@ class FunctionPool:
         for env in self.environments:
             if env.state is State.STARTING and not env.has_work:
                 env.assign(invocation)
+                self._prestarted(env)  # a cold start for this invocation now, which no pacing holds back
                 return
         if len(self.environments) < self.limit and self.capacity.acquire():
             self._spawn(invocation)
@@ -108,8 +110,9 @@ class FunctionPool:
             and not self._retiring
             and not self._init_failing
             and len(self.environments) < self.pool_size
+            and self.capacity.may_prestart()
         ):
-            if not self.capacity.acquire():
+            if not self.capacity.acquire(evict=False):
                 return
             self._spawn(None)
 
@@ -135,6 +138,11 @@ class FunctionPool:
         self._uncount(env, wake=False)  # its place goes to the environment that asked for it
         env.stop()
 
+    def _prestarted(self, env: Environment) -> None:
+        if env in self._prestarting:
+            self._prestarting.discard(env)
+            self.capacity.prestart_done()
+
     def _uncount(self, env: Environment, *, wake: bool = True) -> None:
         if env in self._counted:
             self._counted.discard(env)
@@ -148,6 +156,9 @@ class FunctionPool:
         if invocation is not None:
             self.cold_starts += 1
             env.assign(invocation)
+        else:
+            self._prestarting.add(env)
+            self.capacity.prestarting += 1
         asyncio.get_running_loop().create_task(self._start(env, invocation))
 
     async def _start(self, env: Environment, invocation: Invocation | None) -> None:
@@ -158,6 +169,8 @@ class FunctionPool:
             env.state = State.FAILED
             self.environments.discard(env)
             self._uncount(env)
+            self._init_failing = True  # no retrying in a loop: the next READY environment resumes pre-starts
+            self._prestarted(env)
             if invocation is not None and not invocation.future.done():
                 error = (
                     TooManyRequestsException("Rate Exceeded.", reason="ConcurrentInvocationLimitExceeded")
@@ -170,6 +183,7 @@ class FunctionPool:
 
     def on_ready(self, env: Environment) -> None:
         self._init_failing = False
+        self._prestarted(env)
         while self._queue:
             invocation = self._queue.popleft()
             if not invocation.future.done():
@@ -186,6 +200,7 @@ class FunctionPool:
         self._uncount(env)
         if env.init_duration_ms is None:
             self._init_failing = True
+        self._prestarted(env)
         log.debug(
             "environment.stopped", function=self.function.name, environment=env.id, status=env.exit_status,
             state=env.state.value,

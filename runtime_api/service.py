@@ -117,7 +117,8 @@ class Service:
         self.log_sink = log_sink
         self.resolver = RuntimeResolver(strict=settings.strict_runtimes)
         self.pools: dict[str, FunctionPool] = {}
-        self.capacity = Capacity(settings.max_environments)
+        prestarts = settings.prestart_concurrency or 2 * len(os.sched_getaffinity(0))
+        self.capacity = Capacity(settings.max_environments, prestarts=prestarts)
         self.unavailable: dict[str, str] = {}  # FunctionSpec.key -> why it cannot run
         self.pending: dict[str, str] = {}  # FunctionSpec.key -> its state while the control plane prepares it
         self._launches: dict[str, RuntimeLaunch] = {}

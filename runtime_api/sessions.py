@@ -94,8 +94,10 @@ class SessionManager:
             timeout=float(settings.timeout_seconds),
             allow_network=settings.allow_network,
         )
+        # By default as many as functions pre-start, but never more than sessions can be live: SANDBOX_POOL_SIZE=200
+        # (200 warm environments of one function) started 200 session sandboxes too, all at once.
         pool_size = settings.session_pool_size
-        self.pool_size = settings.pool_size if pool_size is None else pool_size
+        self.pool_size = min(settings.pool_size, settings.max_sessions) if pool_size is None else pool_size
         self.problem: str | None = "the service has not started"  # why sessions cannot run, if they cannot
         self.observer: SessionObserver | None = None  # the service's metrics
         self.counts = {"created": 0, "created_warm": 0, "closed": 0, "expired": 0, "ended": 0, "executions": 0}
