@@ -359,7 +359,9 @@ def test_network_is_per_session(http: httpx.Client) -> None:
 
 
 def test_idle_sessions_expire(start_service) -> None:
-    service = start_service(TEMPLATE, env={"SANDBOX_SESSION_IDLE_TIMEOUT": "1", "SANDBOX_SESSION_POOL_SIZE": "0"})
+    # No generic sandboxes: the session's is then the only sandbox in the service's uid range.
+    env = {"SANDBOX_SESSION_IDLE_TIMEOUT": "1", "SANDBOX_SESSION_POOL_SIZE": "0", "SANDBOX_GENERIC_POOL_SIZE": "0"}
+    service = start_service(TEMPLATE, env=env)
     with httpx.Client(base_url=service.url, timeout=60) as http:
         ok(http.post(f"{SE}/session/idle"))
         sh(http, "idle", "sleep 1.5")  # busy is not idle
