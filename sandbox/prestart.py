@@ -46,6 +46,7 @@ _IDLE_MEMORY_MB = 128
 # start waits for that from a sandbox taken before it was.
 READY = b"R"
 _READY_TIMEOUT = 10.0
+_REFILL_DELAY = 0.1  # seconds after a take
 
 Key = Hashable
 StartGeneric = Callable[[SandboxSpec, Slot], "BwrapSandbox"]
@@ -148,8 +149,8 @@ class GenericPool:
                     self._submit(candidate.discard)
             if sandbox is None:
                 self.missed += 1
-        self._refill(key)
         if sandbox is None:
+            self._refill(key)
             return None
         self._loop.call_soon_threadsafe(self._unwatch, sandbox)  # its environment watches it from now on
         try:
@@ -157,9 +158,13 @@ class GenericPool:
         except Exception as exc:  # a broken spare must not fail the invoke: start one from nothing
             self.failed = f"assigning a generic sandbox failed: {exc}"
             sandbox.discard()
+            self._refill(key)
             return None
         with self._lock:
             self.taken += 1
+        # The replacement's start (bwrap, its seccomp program, the Runtime API listener: Python work in this
+        # process) would compete with this cold start's own for the CPU and the GIL: it starts a little later.
+        self._loop.call_soon_threadsafe(self._loop.call_later, _REFILL_DELAY, self._refill, key)
         return sandbox
 
     def status(self) -> dict[str, object]:

@@ -54,8 +54,12 @@ def from_nothing(template: Path) -> Iterator[ServiceProcess]:
 
 
 def _ready(service: ServiceProcess) -> dict:
-    """The generic pool once every wanted sandbox has started."""
-    return wait_for(lambda: (g := _generic(service))["starting"] == 0 and g, 30, "generic sandboxes")  # type: ignore[return-value]
+    """The generic pool once every wanted sandbox has started (replacements start shortly after a take)."""
+    return wait_for(  # type: ignore[return-value]
+        lambda: (g := _generic(service))["starting"] == 0 and g["ready"] == g["size"] * g["keys"] and g,
+        30,
+        "generic sandboxes",
+    )
 
 
 def _fingerprint(service: ServiceProcess, name: str) -> dict:
