@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from . import __version__
 from .catalog import Store
@@ -24,6 +24,7 @@ from .invoke import invoke, invoke_async, invoke_with_response_stream
 from .logs import get_logger
 from .mcp_http import MCPEndpoint
 from .metrics import CONTENT_TYPE_LATEST
+from .openapi import openapi
 from .service import Service, StartupError
 from .session_routes import routes as session_routes
 
@@ -92,6 +93,26 @@ async def metrics(request: Request) -> Response:
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+def routes(mcp: Any) -> list[BaseRoute]:
+    """The service's route table (`mcp`: the ASGI app served at /mcp)."""
+    return [
+        Route("/2015-03-31/functions/{function_name:path}/invocations", invoke, methods=["POST"]),
+        Route(
+            "/2021-11-15/functions/{function_name:path}/response-streaming-invocations",
+            invoke_with_response_stream,
+            methods=["POST"],
+        ),
+        Route("/2014-11-13/functions/{function_name:path}/invoke-async", invoke_async, methods=["POST"]),
+        Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/mcp", mcp),
+        *session_routes(),  # /workspace/se/...: agent sessions
+        *control_routes(),
+    ]
+
+
 def create_app(service: Service) -> Starlette:
     settings = service.settings
     control = ControlPlane(service, Store(settings.data_dir))
@@ -123,21 +144,7 @@ def create_app(service: Service) -> Starlette:
             log.info("service.stopped")
 
     app = Starlette(
-        routes=[
-            Route("/2015-03-31/functions/{function_name:path}/invocations", invoke, methods=["POST"]),
-            Route(
-                "/2021-11-15/functions/{function_name:path}/response-streaming-invocations",
-                invoke_with_response_stream,
-                methods=["POST"],
-            ),
-            Route("/2014-11-13/functions/{function_name:path}/invoke-async", invoke_async, methods=["POST"]),
-            Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/mcp", mcp),
-            *session_routes(),  # /workspace/se/...: agent sessions
-            *control_routes(),
-        ],
+        routes=routes(mcp),
         exception_handlers={
             LambdaServiceError: _service_error,
             HTTPException: _http_error,
