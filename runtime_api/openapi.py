@@ -32,6 +32,9 @@ _EXTRA_ERRORS: dict[int, tuple[str, ...]] = {400: ("ValidationException",), 404:
 _EXTRA_SUCCESS: dict[str, dict[str, str]] = {
     "Invoke": {"202": "InvocationType Event: queued, empty body", "204": "InvocationType DryRun: empty body"},
     "InvokeWithResponseStream": {"204": "InvocationType DryRun: empty body"},
+    # The model now says 200 (with a StatusCode member); the service answers AWS's long-standing 204,
+    # which boto3 reads the same way.
+    "DeleteFunction": {"204": "Deleted: empty body"},
 }
 _UNMODELED = {
     "ValidationException": "A value fails a constraint of the model (not in the model; AWS answers it all the same)",
@@ -180,21 +183,19 @@ class _Converter:
         for name, member in shape.members.items():
             location = member.serialization.get("location")
             if location == "header":
-                answer["headers"][member.serialization.get("name", name)] = {"schema": self.schema(member, "header")}
+                header = {"schema": self.schema(member, "output header")}
+                answer["headers"][member.serialization.get("name", name)] = header
             elif location == "statusCode":
                 continue
             elif name == payload:
-                if member.type_name == "structure":
-                    answer["content"] = {"application/json": {"schema": self.schema(member)}}
-                elif (
-                    member.serialization.get("eventstream")
-                    or self.model.shape_for(member.name).type_name == "structure"
-                ):
+                if member.serialization.get("eventstream"):
                     answer["content"] = {"application/vnd.amazon.eventstream": {"schema": {}}}
+                elif member.type_name == "structure":
+                    answer["content"] = {"application/json": {"schema": self.schema(member, "output")}}
                 else:
                     answer["content"] = {"*/*": {"schema": {}}}  # the function's own result
             else:
-                body[name] = self.schema(member)
+                body[name] = self.schema(member, "output")
         if body:
             answer["content"] = {"application/json": {"schema": {"type": "object", "properties": body}}}
         return answer
@@ -205,19 +206,26 @@ class _Converter:
         self.schemas[shape.name] = {
             "type": "object",
             "description": _first_sentence(shape.documentation),
-            "properties": {name: self.schema(member) for name, member in shape.members.items()},
+            "properties": {name: self.schema(member, "output") for name, member in shape.members.items()},
         }
 
     # -- shapes -----------------------------------------------------------------------------------
 
     def schema(self, shape: Any, where: str = "body") -> dict[str, Any]:
+        """`where`: body, path, query, header; "output" (a response body), "output header"."""
         kind = shape.type_name
         meta = shape.metadata
+        output = where.startswith("output")
         if kind == "structure":
-            if shape.name not in self.schemas:
-                self.schemas[shape.name] = {}  # placeholder: a recursive shape refers to itself
-                self.schemas[shape.name] = self._structure(shape)
-            return _ref(shape.name)
+            name = f"{shape.name}_Output" if output else shape.name
+            if name not in self.schemas:
+                self.schemas[name] = {}  # placeholder: a recursive shape refers to itself
+                self.schemas[name] = self._structure(shape, where)
+            return _ref(name)
+        if kind == "string" and output:
+            # botocore checks no constraint of a response, and AWS answers values outside them (an
+            # update's LastUpdateStatusReasonCode "Creating", GetFunctionCodeSigningConfig's "" ARN).
+            return {"type": "string"}
         if kind == "string":
             schema: dict[str, Any] = {"type": "string"}
             if shape.enum:
@@ -236,7 +244,7 @@ class _Converter:
             return {"type": "boolean"}
         if kind == "timestamp":
             # rest-json: epoch seconds in a body, ISO 8601 in a query string, HTTP-date in a header
-            return {"type": "number"} if where == "body" else {"type": "string"}
+            return {"type": "number"} if where in ("body", "output") else {"type": "string"}
         if kind == "blob":
             return {"type": "string", "contentEncoding": "base64"}
         if kind == "list":
@@ -244,18 +252,18 @@ class _Converter:
             _bounds(schema, meta, "minItems", "maxItems")
             return schema
         if kind == "map":
-            schema = {"type": "object", "additionalProperties": self.schema(shape.value)}
-            key = self.schema(shape.key)
+            schema = {"type": "object", "additionalProperties": self.schema(shape.value, where)}
+            key = self.schema(shape.key, where)
             if key != {"type": "string"}:
                 schema["propertyNames"] = key
             _bounds(schema, meta, "minProperties", "maxProperties")
             return schema
         raise ValueError(f"no JSON Schema for {kind} shape {shape.name}")
 
-    def _structure(self, shape: Any) -> dict[str, Any]:
+    def _structure(self, shape: Any, where: str) -> dict[str, Any]:
         schema: dict[str, Any] = {
             "type": "object",
-            "properties": {name: self.schema(member) for name, member in shape.members.items()},
+            "properties": {name: self.schema(member, where) for name, member in shape.members.items()},
         }
         if shape.required_members:
             schema["required"] = list(shape.required_members)
