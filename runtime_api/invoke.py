@@ -224,10 +224,11 @@ async def _read_payload(request: Request, invocation_type: str) -> bytes:
 
 
 def _loads_big_numbers(payload: bytes) -> bool:
-    """orjson refuses integers past 64 bits that JSON (and AWS) accept; settle those with the stdlib."""
+    """orjson refuses integers past 64 bits that JSON (and AWS) accept; settle those with the stdlib.
+    Nesting deeper than orjson's 1024 levels stays refused: the stdlib would raise RecursionError."""
     try:
         json.loads(payload, parse_constant=_reject)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
