@@ -1044,7 +1044,7 @@ async def _body(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise InvalidRequestContentException("Could not parse request body into json") from None
     if not isinstance(body, dict):
         raise InvalidRequestContentException("Could not parse request body into json")

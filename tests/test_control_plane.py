@@ -152,6 +152,8 @@ def test_create_conflicts_and_validation(client, service):
     assert _raw(service, "POST", "/2015-03-31/functions", big_env)[:2] == (400, "InvalidParameterValueException")
     not_json = _raw(service, "POST", "/2015-03-31/functions", b"{nope")
     assert not_json[:2] == (400, "InvalidRequestContentException")
+    deep = _raw(service, "POST", "/2015-03-31/functions", b"[" * 5000 + b"]" * 5000)  # was a 500 (RecursionError)
+    assert deep[:2] == (400, "InvalidRequestContentException")
     with pytest.raises(client.exceptions.InvalidParameterValueException, match="Could not unzip uploaded file"):
         client.create_function(
             FunctionName=unique("bad"), Runtime="python3.12", Role=ROLE, Handler="a.b", Code={"ZipFile": b"not a zip"}
@@ -332,7 +334,8 @@ def _records(service: ServiceProcess, function: str) -> list[dict]:
     return records
 
 
-def test_destination_gets_the_record_after_the_only_attempt(client, service):
+def _failing_with_a_destination(client) -> tuple[str, str]:
+    """A function that always fails, with no retry, and an OnFailure destination that prints its records."""
     sink = unique("sink")
     create(
         client, sink, package("import json\ndef handler(event, context):\n    print('RECORD ' + json.dumps(event))\n")
@@ -342,6 +345,11 @@ def test_destination_gets_the_record_after_the_only_attempt(client, service):
     client.put_function_event_invoke_config(
         FunctionName=failing, MaximumRetryAttempts=0, DestinationConfig={"OnFailure": {"Destination": f"{ARN}:{sink}"}}
     )
+    return sink, failing
+
+
+def test_destination_gets_the_record_after_the_only_attempt(client, service):
+    sink, failing = _failing_with_a_destination(client)
     client.invoke(FunctionName=failing, InvocationType="Event", Payload=b'{"order": 7}')
     [record] = wait_for(lambda: _records(service, sink), 10, "the failure record at the destination")
     assert record["requestContext"]["condition"] == "RetriesExhausted"
@@ -353,6 +361,15 @@ def test_destination_gets_the_record_after_the_only_attempt(client, service):
     client.delete_function_event_invoke_config(FunctionName=failing)
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.get_function_event_invoke_config(FunctionName=failing)
+
+
+def test_a_payload_nested_past_the_stdlib_parser_reaches_the_destination_as_text(client, service):
+    # Found by fuzzing: Invoke (orjson) takes 1024 levels, the record's stdlib parser raised RecursionError.
+    sink, failing = _failing_with_a_destination(client)
+    nested = b"[" * 1010 + b"]" * 1010
+    client.invoke(FunctionName=failing, InvocationType="Event", Payload=nested)
+    [record] = wait_for(lambda: _records(service, sink), 10, "the failure record at the destination")
+    assert record["requestPayload"] == nested.decode()
 
 
 # -- persistence -----------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from conftest import FUNCTIONS, ServiceProcess
 from fuzz_support import fuzz_settings, usage
 from hypothesis import given
 from hypothesis import strategies as st
+from support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -182,3 +183,24 @@ def test_the_runtime_api_answers_any_request_without_a_server_error(fuzz_service
         f"runtime fuzz: statuses {dict(sorted(seen.items()))}; "
         f"fds {before[0]}->{after[0]}, rss {before[1]}->{after[1]} KB"
     )
+
+
+def test_bodies_nested_past_the_parser_get_an_answer(fuzz_service: ServiceProcess) -> None:
+    # Found by fuzzing: an extension registration or an error-cause /error nested deeper than the stdlib's
+    # JSON parser raised RecursionError in the handler, and the runtime never got an answer.
+    deep = b"[" * 5000 + b"]" * 5000
+    register = (
+        b"POST /2020-01-01/extension/register HTTP/1.1\r\nHost: x\r\nLambda-Extension-Name: x\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(deep) + deep
+    )
+    error = (
+        b"POST /2018-06-01/runtime/invocation/{RID}/error HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/vnd.aws.lambda.error.cause+json\r\nContent-Length: %d\r\n\r\n" % len(deep) + deep
+    )
+    marker = uuid.uuid4().hex
+    event = {"marker": marker, "requests": [base64.b64encode(raw).decode() for raw in (register, error)]}
+    answer = _invoke(fuzz_service, "runtime-fuzz", event)
+    assert answer.status_code == 200 and answer.headers["X-Amz-Function-Error"] == "Unhandled"
+    assert answer.content == b'"Invalid error body"'
+    reported = wait_for(lambda: len(_reported(fuzz_service, marker)) == 2 and _reported(fuzz_service, marker), 10, "")
+    assert reported[0] in ("400", "403") and reported[1] == "202", reported

@@ -189,6 +189,9 @@ def test_invalid_client_context(client):
     with pytest.raises(client.exceptions.InvalidRequestContentException) as info:
         client.invoke(FunctionName="echo", ClientContext="not base64!")
     assert info.value.response["Error"]["Message"] == "Client context must be a valid Base64-encoded JSON object."
+    nested = base64.b64encode(b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}").decode()  # was a 500 (RecursionError)
+    with pytest.raises(client.exceptions.InvalidRequestContentException):
+        client.invoke(FunctionName="echo", ClientContext=nested)
 
 
 def test_unknown_route_has_an_aws_error_shape(service):

@@ -246,6 +246,8 @@ def test_request_errors(http: httpx.Client, session: str) -> None:
     failed(http.post(f"{SE}/session/x1", json={"memory_limit": 10}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/session/x2", json={"allow_network": "yes"}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/execute_code/{session}", content=b"{not json"), 400, "INVALID_REQUEST")
+    deep = b"[" * 5000 + b"]" * 5000  # was a 500 INTERNAL_ERROR (RecursionError)
+    failed(http.post(f"{SE}/execute_code/{session}", content=deep), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/execute_code/{session}", json={}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/execute_code/{session}", json={"code": "print(1)", "timeout": -1}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/execute_code/{session}", json={"code": "1", "script_type": "ruby"}), 400, "INVALID_REQUEST")
