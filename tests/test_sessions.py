@@ -278,6 +278,13 @@ def test_file_errors(http: httpx.Client, session: str) -> None:
         failed(http.post(f"{SE}/execute_code/{session}", json={"code": "1", "filename": path}), 400, "INVALID_PATH")
     failed(http.get(f"{SE}/download/{session}/%2E%2E/%2E%2E/etc/passwd"), 400, "INVALID_PATH")
     failed(http.get(f"{SE}/download/{session}//etc/passwd"), 400, "INVALID_PATH")
+    # A lone surrogate (a JSON "\ud800" escape) has no UTF-8 form: it was a 500 (found by fuzzing).
+    for field in ("filename", "path"):
+        lone = http.post(f"{SE}/create/{session}", content=b'{"%s": "a\\ud800", "content": "x"}' % field.encode())
+        failed(lone, 400, "INVALID_PATH")
+    lone = http.post(f"{SE}/execute_code/{session}", content=b'{"code": "1", "filename": "\\ud800.py"}')
+    failed(lone, 400, "INVALID_PATH")
+    failed(http.get(f"{SE}/download/{session}/%ED%A0%80"), 404, "FILE_NOT_FOUND")
 
 
 def test_timeout_leaves_the_session_usable(http: httpx.Client, session: str) -> None:
