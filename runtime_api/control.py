@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -1043,8 +1044,10 @@ async def _body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+        # orjson, not the stdlib: it refuses what the answers could not carry back (a lone surrogate such as
+        # "\ud800", which has no UTF-8 form, NaN) and nesting past 1024 levels.
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise InvalidRequestContentException("Could not parse request body into json") from None
     if not isinstance(body, dict):
         raise InvalidRequestContentException("Could not parse request body into json")

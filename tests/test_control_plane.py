@@ -154,6 +154,18 @@ def test_create_conflicts_and_validation(client, service):
     assert not_json[:2] == (400, "InvalidRequestContentException")
     deep = _raw(service, "POST", "/2015-03-31/functions", b"[" * 5000 + b"]" * 5000)  # was a 500 (RecursionError)
     assert deep[:2] == (400, "InvalidRequestContentException")
+    # A lone surrogate was stored, and from then on every answer that carried it (GetFunction, ListFunctions)
+    # failed to encode: a 500 each time (found by fuzzing). NaN is no JSON either.
+    for body in (
+        b'{"Description": "a\\ud800"}',
+        b'{"Environment": {"Variables": {"K": "\\udfff"}}}',
+        b'{"Timeout": NaN}',
+    ):
+        refused = _raw(service, "PUT", "/2015-03-31/functions/echo/configuration", body)
+        assert refused[:2] == (400, "InvalidRequestContentException"), body
+    tagged = _raw(service, "POST", f"/2017-03-31/tags/{ARN}:echo", b'{"Tags": {"\\ud800": "v"}}')
+    assert tagged[:2] == (400, "InvalidRequestContentException")
+    assert client.get_function(FunctionName="echo")["Configuration"]["FunctionName"] == "echo"
     with pytest.raises(client.exceptions.InvalidParameterValueException, match="Could not unzip uploaded file"):
         client.create_function(
             FunctionName=unique("bad"), Runtime="python3.12", Role=ROLE, Handler="a.b", Code={"ZipFile": b"not a zip"}
