@@ -245,6 +245,8 @@ def test_request_errors(http: httpx.Client, session: str) -> None:
     failed(http.post(f"{SE}/session/bad%20id"), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/session/x1", json={"memory_limit": 10}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/session/x2", json={"allow_network": "yes"}), 400, "INVALID_REQUEST")
+    # A quota under the cgroup minimum (1 ms per period) made the sandbox fail to start: a 500 (found by fuzzing).
+    failed(http.post(f"{SE}/session/x3", json={"cpu_quota": 1e-9}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/execute_code/{session}", content=b"{not json"), 400, "INVALID_REQUEST")
     deep = b"[" * 5000 + b"]" * 5000  # was a 500 INTERNAL_ERROR (RecursionError)
     failed(http.post(f"{SE}/execute_code/{session}", content=deep), 400, "INVALID_REQUEST")
