@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .session_limits import MAX_CPU_QUOTA, MAX_MEMORY_KB, MAX_TIMEOUT, MIN_CPU_QUOTA, MIN_MEMORY_KB
+
 EXCLUDED_PATHS: dict[str, str] = {
     "/mcp": "the MCP streamable HTTP transport: JSON-RPC, described by the MCP specification",
     "/workspace/se/{rest}": "the sessions API's catch-all: 404 INVALID_REQUEST for paths it does not serve",
@@ -20,7 +22,11 @@ _SESSION_ID = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"},
 }
-_NUMBER = {"type": ["number", "null"]}
+# session_limits: null for the SANDBOX_* default
+_CPU_QUOTA = {"anyOf": [{"type": "null"}, {"const": 0},
+                        {"type": "number", "minimum": MIN_CPU_QUOTA, "maximum": MAX_CPU_QUOTA}]}  # fmt: skip
+_MEMORY_LIMIT = {"type": ["integer", "null"], "minimum": MIN_MEMORY_KB, "maximum": MAX_MEMORY_KB}
+_TIMEOUT = {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT}
 _LIMITS = {
     "type": "object",
     "properties": {
@@ -111,7 +117,7 @@ def _sessions() -> dict[str, dict[str, Any]]:
     session = {"type": "object", "properties": {"session_id": {"type": "string"}, "status": {"type": "string"},
                "stateful": {"type": "boolean"}, "created_at": {"type": "string"}, "limits": _LIMITS,
                "workspace": {}}}  # fmt: skip
-    run_fields = {"timeout": _NUMBER, "args": {"type": "array", "items": {"type": "string"}},
+    run_fields = {"timeout": _TIMEOUT, "args": {"type": "array", "items": {"type": "string"}},
                   "stream": {"type": "boolean"}}  # fmt: skip
     execution = {**_ok(_EXECUTION), "content": {**_ok(_EXECUTION)["content"], "text/event-stream": {"schema": {}}}}
     p = "/workspace/se"
@@ -121,8 +127,9 @@ def _sessions() -> dict[str, dict[str, Any]]:
             "post": _operation(
                 "CreateSession", "Create a session: a long-lived sandbox with a persistent /workspace",
                 {"200": _ok(session), **_errors(409)}, parameters=sid,
-                requestBody=_json_body({"allow_network": {"type": "boolean"}, "cpu_quota": _NUMBER,
-                                        "memory_limit": _NUMBER, "timeout": _NUMBER, "stateful": {"type": "boolean"}}),
+                requestBody=_json_body({"allow_network": {"type": "boolean"}, "cpu_quota": _CPU_QUOTA,
+                                        "memory_limit": _MEMORY_LIMIT, "timeout": _TIMEOUT,
+                                        "stateful": {"type": "boolean"}}),
             ),
             "delete": _operation("CloseSession", "Close a session and remove its workspace",
                                  {"200": _ok({"type": "object"}), **_errors()}, parameters=sid),

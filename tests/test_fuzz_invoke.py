@@ -15,7 +15,7 @@ import urllib.parse
 import httpx
 import pytest
 from conftest import FUNCTIONS, ServiceProcess
-from fuzz_support import fuzz_settings, usage
+from fuzz_support import Snapshot, assert_no_leak, fuzz_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -112,7 +112,7 @@ def test_invoke_answers_any_request_as_aws_does(fuzz_service: ServiceProcess) ->
     service = fuzz_service
     client = httpx.Client(base_url=service.url, timeout=60)
     assert client.post("/2015-03-31/functions/echo/invocations", content=b"{}").status_code == 200
-    before = usage(service.proc.pid)
+    before = Snapshot(service)
 
     @fuzz_settings(60)
     @given(
@@ -152,8 +152,7 @@ def test_invoke_answers_any_request_as_aws_does(fuzz_service: ServiceProcess) ->
 
     run()
     assert client.post("/2015-03-31/functions/echo/invocations", content=b'{"a": 1}').json() == {"a": 1}
-    after = usage(service.proc.pid)
-    assert after[0] <= before[0] + 16, f"descriptors grew from {before[0]} to {after[0]}"
+    print(f"invoke fuzz: before: {before}; after: {assert_no_leak(service, before)}")
 
 
 def test_payloads_at_and_over_the_limit(fuzz_service: ServiceProcess) -> None:

@@ -19,7 +19,7 @@ import uuid
 import httpx
 import pytest
 from conftest import FUNCTIONS, ServiceProcess
-from fuzz_support import fuzz_settings, usage
+from fuzz_support import Snapshot, assert_no_leak, fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 from support import wait_for
@@ -148,7 +148,7 @@ def test_the_runtime_api_answers_any_request_without_a_server_error(fuzz_service
     service = fuzz_service
     warm = _invoke(service, "runtime-fuzz", {"marker": "warm", "requests": []})
     assert warm.status_code == 200, warm.text
-    before = usage(service.proc.pid)
+    before = Snapshot(service)
     seen: dict[str, int] = {}
 
     @fuzz_settings(20)
@@ -176,13 +176,8 @@ def test_the_runtime_api_answers_any_request_without_a_server_error(fuzz_service
     assert seen, "the runtime reported no status at all"
     # Descriptors and memory settle back: nothing held per connection or per failed invocation.
     time.sleep(1)
-    after = usage(service.proc.pid)
-    assert after[0] <= before[0] + 16, f"descriptors grew from {before[0]} to {after[0]}"
-    assert after[1] <= before[1] + 64 * 1024, f"RSS grew from {before[1]} KB to {after[1]} KB"
-    print(
-        f"runtime fuzz: statuses {dict(sorted(seen.items()))}; "
-        f"fds {before[0]}->{after[0]}, rss {before[1]}->{after[1]} KB"
-    )
+    after = assert_no_leak(service, before)
+    print(f"runtime fuzz: statuses {dict(sorted(seen.items()))}; before: {before}; after: {after}")
 
 
 def test_bodies_nested_past_the_parser_get_an_answer(fuzz_service: ServiceProcess) -> None:

@@ -10,7 +10,7 @@ import urllib.parse
 import httpx
 import pytest
 from conftest import FUNCTIONS, ServiceProcess
-from fuzz_support import fuzz_settings, usage
+from fuzz_support import Snapshot, assert_no_leak, fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -129,7 +129,7 @@ _calls = st.one_of(
 
 
 def test_the_sessions_api_answers_anything_with_its_envelope(fuzz_service: ServiceProcess, http: httpx.Client) -> None:
-    before = usage(fuzz_service.proc.pid)
+    before = Snapshot(fuzz_service)
 
     @fuzz_settings(80)
     @given(_calls)
@@ -148,6 +148,4 @@ def test_the_sessions_api_answers_anything_with_its_envelope(fuzz_service: Servi
     assert fuzz_service.health()["status"] == "healthy"
     listed = http.get(f"{SE}/files/{SESSION}")
     assert listed.status_code == 200
-    after = usage(fuzz_service.proc.pid)
-    assert after[0] <= before[0] + 16, f"descriptors grew from {before[0]} to {after[0]}"
-    print(json.dumps({"fds": [before[0], after[0]], "rss_kb": [before[1], after[1]]}))
+    print(f"sessions fuzz: before: {before}; after: {assert_no_leak(fuzz_service, before)}")

@@ -1,0 +1,92 @@
+"""Schema-driven fuzzing: schemathesis generates requests for every operation of the service's own
+GET /openapi.json (runtime_api/openapi.py) and checks each answer: no 5xx, a documented status code,
+Content-Type and headers, a body that matches the documented schema.
+
+The service is this module's own (its functions come from tests/functions/fuzz.yaml): DeleteFunction,
+UpdateFunctionConfiguration and the others may change it in any way without touching other tests.
+Path parameters are steered half of the time to names that exist (a function, an alias, the session
+"fuzz"), or the control plane would answer 404 to almost everything.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import schemathesis
+from conftest import FUNCTIONS, ServiceProcess
+from fuzz_support import Snapshot, assert_no_leak, fuzz_settings
+from hypothesis import given
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from runtime_api.app import routes
+from runtime_api.openapi import document
+
+pytestmark = pytest.mark.slow
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function"
+KNOWN = {
+    "FunctionName": ["echo", "echo:$LATEST", "echo:live", "echo:1", f"{ARN}:echo", "123456789012:function:echo",
+                     "arn:aws:lambda:eu-west-1:123456789012:function:echo", "fail", "runtime-fuzz"],
+    "Name": ["live", "1", "$LATEST"],
+    "Resource": [f"{ARN}:echo", f"{ARN}:echo:live", f"{ARN}:fail"],
+    "session_id": ["fuzz"],
+    "filename": ["a.txt", "../etc/passwd", "sub/dir/x", "%2e%2e/x"],
+}  # fmt: skip
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture(scope="module")
+def fuzz_service():
+    running = ServiceProcess(
+        FUNCTIONS / "fuzz.yaml", env={"SANDBOX_EVENT_RETRY_DELAY": "0.2", "SANDBOX_SESSION_POOL_SIZE": "0"}
+    )
+    created = httpx.post(f"{running.url}/workspace/se/session/fuzz", timeout=60)
+    assert created.status_code == 200, created.text
+    before = Snapshot(running)
+    yield running
+    httpx.post(f"{running.url}/workspace/se/cleanup-all", timeout=60)  # sessions the fuzzing created
+    print(f"openapi fuzz: {assert_no_leak(running, before)} (before: {before})")
+    assert running.health()["status"] == "healthy"
+    assert running.stop() == 0
+
+
+DOCUMENT = document(routes(mcp=object()))  # what GET /openapi.json serves (checked below)
+SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
+OPERATIONS = [(path, method.upper()) for path, methods in DOCUMENT["paths"].items() for method in methods]
+
+
+def test_the_service_serves_the_document(fuzz_service: ServiceProcess) -> None:
+    served = httpx.get(f"{fuzz_service.url}/openapi.json", timeout=30)
+    assert served.status_code == 200 and served.headers["content-type"] == "application/json"
+    assert served.json() == json.loads(json.dumps(DOCUMENT))
+
+
+@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{method} {path}" for path, method in OPERATIONS])
+def test_every_operation_answers_as_documented(fuzz_service: ServiceProcess, path: str, method: str) -> None:
+    operation = SCHEMA[path][method]
+
+    @fuzz_settings(15)
+    @given(case=operation.as_strategy(), data=st.data())
+    def run(case, data) -> None:
+        for name, choices in KNOWN.items():
+            if name in (case.path_parameters or {}) and data.draw(st.booleans(), label=f"known {name}"):
+                case.path_parameters[name] = data.draw(st.sampled_from(choices), label=name)
+        response = case.call(base_url=fuzz_service.url, timeout=60)
+        case.validate_response(response, checks=CHECKS)
+
+    run()
