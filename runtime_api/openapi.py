@@ -7,11 +7,13 @@ responses), so the document follows the model boto3 itself speaks. The sessions 
 /metrics are hand-written in `openapi_local`. The Runtime API is not here: it is served per sandbox,
 inside the sandbox's network namespace, not by this app.
 
-The document is built once per app, the first time it is asked for (botocore's model takes ~100 ms).
+The document is built once per app, the first time it is asked for (~0.3 s, in a thread: botocore loads
+its model), and served from the bytes rendered then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -48,7 +50,7 @@ def document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
     import botocore.session  # the Lambda model; imported only when the document is first built
 
     model = botocore.session.get_session().get_service_model("lambda")
-    converter = _Converter(model)
+    converter = _Converter()
     paths: dict[str, dict[str, Any]] = defaultdict(dict)
     for name in model.operation_names:
         operation = model.operation_model(name)
@@ -80,17 +82,17 @@ def _served(routes: Iterable[BaseRoute], method: str, uri: str) -> bool:
 
 async def openapi(request: Request) -> Response:
     state = request.app.state
-    cached = getattr(state, "openapi", None)
-    if cached is None:
-        cached = state.openapi = document(request.app.routes)
-    return JSONResponse(cached)
+    rendered = getattr(state, "openapi", None)
+    if rendered is None:
+        built = await asyncio.to_thread(document, list(request.app.routes))
+        rendered = state.openapi = JSONResponse(built).body  # two first requests at once both build: harmless
+    return Response(rendered, media_type="application/json")
 
 
 class _Converter:
     """botocore shapes → JSON Schema; structures become components, referenced by name."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
+    def __init__(self) -> None:
         self.schemas: dict[str, Any] = {
             name: {"type": "object", "description": what, "properties": {"Type": {"type": "string"},
                    "message": {"type": "string"}}}
