@@ -70,11 +70,17 @@ _token = st.text(
 _odd = st.text(
     st.characters(min_codepoint=0x00, max_codepoint=0xFF, exclude_characters="\r\n"), min_size=1, max_size=20
 )
-_value = st.one_of(
-    st.sampled_from(["streaming", "buffered", "100-continue", "close", "keep-alive", "application/json", "Runtime.X"]),
-    st.sampled_from(["streaming", "buffered", "100-continue", "close", "keep-alive", "application/json", "Runtime.X"]),
-    st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=40),
-    st.builds(lambda n: "v" * n, st.sampled_from([1000, 70 * 1024])),  # a header past the 64 KB section limit
+_VALUES = ["streaming", "buffered", "100-continue", "close", "keep-alive", "application/json", "Runtime.X"]
+_value = st.integers(0, 9).flatmap(
+    lambda n: (
+        st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=40)  # DEL, latin-1
+        if n == 0
+        else st.builds(lambda size: "v" * size, st.sampled_from([1000, 70 * 1024]))  # past the 64 KB section limit
+        if n == 1
+        else _token
+        if n == 2
+        else st.sampled_from(_VALUES)
+    )
 )
 _path = st.one_of(
     st.sampled_from(_PATHS),
