@@ -26,6 +26,8 @@ from .mcp_http import MCPEndpoint
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import openapi
 from .service import Service, StartupError
+from .session_errors import InvalidRequestError
+from .session_routes import PREFIX as SESSIONS_PREFIX
 from .session_routes import routes as session_routes
 
 log = get_logger("app")
@@ -55,6 +57,11 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(SESSIONS_PREFIX + "/"):
+        # A path no sessions route matches even with its catch-all (Starlette's `path` parameters stop at a
+        # newline): the sessions API's own envelope, as its catch-all answers.
+        unknown = InvalidRequestError(f"No sessions API operation matches {request.method} {request.url.path}")
+        return JSONResponse(unknown.body(), status_code=exc.status_code)
     if exc.status_code == 405:
         error: LambdaServiceError = MethodNotAllowedException(f"{request.method} is not allowed on {request.url.path}")
     else:

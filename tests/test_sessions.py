@@ -280,6 +280,8 @@ def test_file_errors(http: httpx.Client, session: str) -> None:
         failed(http.post(f"{SE}/execute_code/{session}", json={"code": "1", "filename": path}), 400, "INVALID_PATH")
     failed(http.get(f"{SE}/download/{session}/%2E%2E/%2E%2E/etc/passwd"), 400, "INVALID_PATH")
     failed(http.get(f"{SE}/download/{session}//etc/passwd"), 400, "INVALID_PATH")
+    # No route takes a newline in a path parameter: still the sessions envelope, not the Lambda error shape.
+    failed(http.get(f"{SE}/download/{session}/a%0Ab"), 404, "INVALID_REQUEST")
     # A lone surrogate (a JSON "\ud800" escape) has no UTF-8 form: it was a 500 (found by fuzzing).
     for field in ("filename", "path"):
         lone = http.post(f"{SE}/create/{session}", content=b'{"%s": "a\\ud800", "content": "x"}' % field.encode())
