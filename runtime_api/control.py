@@ -850,9 +850,10 @@ class ControlPlane:
             destinations = _typed(body["DestinationConfig"] or {}, "DestinationConfig", dict)
             checked: dict[str, Any] = {}
             for kind in ("OnSuccess", "OnFailure"):
-                target = (destinations.get(kind) or {}).get("Destination")
+                destination = _typed(destinations.get(kind) or {}, f"DestinationConfig.{kind}", dict)
+                target = destination.get("Destination")
                 if target:
-                    self._destination(target)
+                    self._destination(_typed(target, f"DestinationConfig.{kind}.Destination", str))
                     checked[kind] = {"Destination": target}
             config["DestinationConfig"] = checked
         config["LastModified"] = _epoch_now()
