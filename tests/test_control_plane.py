@@ -371,7 +371,11 @@ def test_destination_gets_the_record_after_the_only_attempt(client, service):
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["responsePayload"]["errorType"] == "ValueError"
     # A destination that is not an object, or an ARN that is not a string, was a 500 (found by schemathesis).
-    for config in ({"OnFailure": "x"}, {"OnSuccess": {"Destination": ["arn"]}}, {"OnFailure": {"Destination": {"a": 1}}}):
+    for config in (
+        {"OnFailure": "x"},
+        {"OnSuccess": {"Destination": ["arn"]}},
+        {"OnFailure": {"Destination": {"a": 1}}},
+    ):
         body = json.dumps({"DestinationConfig": config}).encode()
         refused = _raw(service, "PUT", f"/2019-09-25/functions/{failing}/event-invoke-config", body)
         assert refused[:2] == (400, "InvalidParameterValueException"), (config, refused)
