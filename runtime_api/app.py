@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from . import __version__
 from .catalog import Store
@@ -26,7 +26,10 @@ from .invoke import InvokeCall, invoke, invoke_async, invoke_call, invoke_with_r
 from .logs import get_logger
 from .mcp_http import MCPEndpoint
 from .metrics import CONTENT_TYPE_LATEST
+from .openapi import openapi
 from .service import Service, StartupError
+from .session_errors import InvalidRequestError
+from .session_routes import PREFIX as SESSIONS_PREFIX
 from .session_routes import routes as session_routes
 from .template_reload import TemplateLoader, TemplateReloader
 
@@ -122,6 +125,11 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(SESSIONS_PREFIX + "/"):
+        # A path no sessions route matches even with its catch-all (Starlette's `path` parameters stop at a
+        # newline): the sessions API's own envelope, as its catch-all answers.
+        unknown = InvalidRequestError(f"No sessions API operation matches {request.method} {request.url.path}")
+        return JSONResponse(unknown.body(), status_code=exc.status_code)
     if exc.status_code == 405:
         error: LambdaServiceError = MethodNotAllowedException(f"{request.method} is not allowed on {request.url.path}")
     else:
@@ -167,6 +175,26 @@ async def metrics(request: Request) -> Response:
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+def routes(mcp: Any) -> list[BaseRoute]:
+    """The service's route table (`mcp`: the ASGI app served at /mcp)."""
+    return [
+        Route("/2015-03-31/functions/{function_name:path}/invocations", invoke, methods=["POST"]),
+        Route(
+            "/2021-11-15/functions/{function_name:path}/response-streaming-invocations",
+            invoke_with_response_stream,
+            methods=["POST"],
+        ),
+        Route("/2014-11-13/functions/{function_name:path}/invoke-async", invoke_async, methods=["POST"]),
+        Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/mcp", mcp),
+        *session_routes(),  # /workspace/se/...: agent sessions
+        *control_routes(),
+    ]
+
+
 def create_app(service: Service, *, reload_template: TemplateLoader | None = None) -> InvokeFastPath:
     """The service's HTTP app. `reload_template` loads the template's functions again: given, edits of the
     template file are applied while serving (`template_reload`)."""
@@ -210,21 +238,7 @@ def create_app(service: Service, *, reload_template: TemplateLoader | None = Non
             log.info("service.stopped")
 
     app = Starlette(
-        routes=[
-            Route("/2015-03-31/functions/{function_name:path}/invocations", invoke, methods=["POST"]),
-            Route(
-                "/2021-11-15/functions/{function_name:path}/response-streaming-invocations",
-                invoke_with_response_stream,
-                methods=["POST"],
-            ),
-            Route("/2014-11-13/functions/{function_name:path}/invoke-async", invoke_async, methods=["POST"]),
-            Route("/2014-11-13/functions/{function_name:path}/invoke-async/", invoke_async, methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/mcp", mcp),
-            *session_routes(),  # /workspace/se/...: agent sessions
-            *control_routes(),
-        ],
+        routes=routes(mcp),
         exception_handlers={
             LambdaServiceError: _service_error,
             HTTPException: _http_error,

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -909,9 +910,10 @@ class ControlPlane:
             destinations = _typed(body["DestinationConfig"] or {}, "DestinationConfig", dict)
             checked: dict[str, Any] = {}
             for kind in ("OnSuccess", "OnFailure"):
-                target = (destinations.get(kind) or {}).get("Destination")
+                destination = _typed(destinations.get(kind) or {}, f"DestinationConfig.{kind}", dict)
+                target = destination.get("Destination")
                 if target:
-                    self._destination(target)
+                    self._destination(_typed(target, f"DestinationConfig.{kind}.Destination", str))
                     checked[kind] = {"Destination": target}
             config["DestinationConfig"] = checked
         config["LastModified"] = _epoch_now()
@@ -1103,8 +1105,10 @@ async def _body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError:
+        # orjson, not the stdlib: it refuses what the answers could not carry back (a lone surrogate such as
+        # "\ud800", which has no UTF-8 form, NaN) and nesting past 1024 levels.
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise InvalidRequestContentException("Could not parse request body into json") from None
     if not isinstance(body, dict):
         raise InvalidRequestContentException("Could not parse request body into json")

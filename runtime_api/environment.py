@@ -792,5 +792,5 @@ def _error_body(body: bytes, content_type: str | None) -> bytes:
         return json.dumps(
             {key: parsed.get(key) for key in ("errorMessage", "errorType", "stackTrace") if key in parsed}
         ).encode()
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return b'"Invalid error body"'

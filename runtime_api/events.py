@@ -179,9 +179,13 @@ class EventQueue:
         if target is None:
             return None
         record = destination_record(invocation, attempts, condition, result)
+        try:
+            payload = json.dumps(record).encode()
+        except RecursionError:  # a payload nested about as deep as the encoder goes: passed on as text
+            payload = json.dumps(destination_record(invocation, attempts, condition, result, as_text=True)).encode()
         routed = Invocation(
             function=target,
-            payload=json.dumps(record).encode(),
+            payload=payload,
             invoked_arn=target.arn,
             trace_id=invocation.trace_id,
         )
@@ -220,19 +224,15 @@ class EventQueue:
         await self._store.close()
 
 
-def destination_record(invocation: Invocation, attempts: int, condition: str, result: Any) -> dict[str, Any]:
-    """The invocation record Lambda sends to a destination."""
-    try:
-        request_payload = json.loads(invocation.payload)
-    except ValueError:
-        request_payload = invocation.payload.decode(errors="replace")
+def destination_record(
+    invocation: Invocation, attempts: int, condition: str, result: Any, *, as_text: bool = False
+) -> dict[str, Any]:
+    """The invocation record Lambda sends to a destination (`as_text`: the payloads as text, not JSON)."""
+    request_payload = _payload(invocation.payload, as_text)
     response_payload: Any = None
     response_context: dict[str, Any] = {"statusCode": 200, "executedVersion": invocation.version}
     if result is not None:
-        try:
-            response_payload = json.loads(result.payload)
-        except ValueError:
-            response_payload = result.payload.decode(errors="replace")
+        response_payload = _payload(result.payload, as_text)
         if result.function_error:
             response_context["functionError"] = result.function_error
     return {
@@ -261,6 +261,15 @@ def _stored(invocation: Invocation) -> StoredEvent:
         tenant_id=invocation.tenant_id,
         enqueued_at=time.time(),
     )
+
+
+def _payload(data: bytes, as_text: bool) -> Any:
+    if not as_text:
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):  # RecursionError: Invoke (orjson) takes 1024 levels, the stdlib less
+            pass
+    return data.decode(errors="replace")
 
 
 def _fresh(invocation: Invocation) -> Invocation:

@@ -164,7 +164,7 @@ class Extensions:
             events = request.get("events") or []
             if not isinstance(events, list) or not all(isinstance(event, str) for event in events):
                 raise ValueError("events must be a list of strings")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise extension_error("InvalidRequestFormat", str(exc)) from None
         if request.get("configurationKeys"):
             raise extension_error(

@@ -231,7 +231,7 @@ def _client_context(raw: str | None) -> str | None:
         text = base64.b64decode(raw, validate=True).decode()
         if not isinstance(json.loads(text), dict):
             raise ValueError
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise InvalidRequestContentException("Client context must be a valid Base64-encoded JSON object.") from None
     return text
 

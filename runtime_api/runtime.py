@@ -26,6 +26,9 @@ import orjson
 from .apierror import RuntimeAPIError
 from .environment import Environment, ResponseSink
 from .invocation import Invocation
+from .logs import get_logger
+
+log = get_logger("runtime")
 
 _INVOCATION = "/2018-06-01/runtime/invocation/"
 _NEXT = "/2018-06-01/runtime/invocation/next"
@@ -299,11 +302,10 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                 return _render(202, _LOGS_STUB)  # as RIE: the Logs API is superseded by the Telemetry API
             raise _not_found()
         except RuntimeAPIError as exc:
-            if exc.status == 404:
-                return _render(404, b"404 page not found\n", b"text/plain; charset=utf-8")
-            if exc.status == 405:
-                return _render(405, b"", b"text/plain; charset=utf-8")
-            return _render(exc.status, orjson.dumps({"errorMessage": exc.message, "errorType": exc.error_type}) + b"\n")
+            return _render_error(exc)
+        except Exception:  # a bug of ours: the runtime gets the API's documented 500, not a silent connection
+            log.exception("runtime.request_failed", method=method, path=path, function=self.env.function.name)
+            return _render_error(RuntimeAPIError(500, "ServiceException", "An internal error occurred"))
 
     async def _extension(self, request: _Request, action: str) -> bytes:
         headers, method = request.headers, request.method
@@ -372,6 +374,14 @@ def _answered_by_next(request: _Request, queue: list[_Request]) -> bool:
         return False
     following = queue[0] if queue else None
     return following is not None and following.path == _NEXT and following.method == "GET"
+
+
+def _render_error(exc: RuntimeAPIError) -> bytes:
+    if exc.status == 404:
+        return _render(404, b"404 page not found\n", b"text/plain; charset=utf-8")
+    if exc.status == 405:
+        return _render(405, b"", b"text/plain; charset=utf-8")
+    return _render(exc.status, orjson.dumps({"errorMessage": exc.message, "errorType": exc.error_type}) + b"\n")
 
 
 def _require(method: str, wanted: str) -> None:

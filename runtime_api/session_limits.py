@@ -16,6 +16,7 @@ SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 MIN_MEMORY_KB = 16 * 1024
 MAX_MEMORY_KB = 10 * 1024 * 1024  # Lambda's largest MemorySize
 MAX_CPU_QUOTA = 64.0
+MIN_CPU_QUOTA = 0.01  # 1 ms of CPU per 100 ms period: the least a cgroup's CPU quota takes (else EINVAL)
 MAX_TIMEOUT = 86400.0
 # script_type -> (how it runs, its default file name)
 SCRIPT_TYPES = {"python": ("python", "main.py"), "bash": ("shell", "main.sh"), "shell": ("shell", "main.sh"),
@@ -62,6 +63,10 @@ def session_limits(
         raise InvalidRequestError("allow_network must be true or false")
     memory = _number("memory_limit", memory_limit_kb, MIN_MEMORY_KB, MAX_MEMORY_KB, integer=True)
     cpu = _number("cpu_quota", cpu_quota, 0, MAX_CPU_QUOTA)
+    if cpu and cpu < MIN_CPU_QUOTA:
+        raise InvalidRequestError(
+            f"cpu_quota must be 0 (CPU proportional to memory) or between {MIN_CPU_QUOTA:g} and {MAX_CPU_QUOTA:g}"
+        )
     return SessionLimits(
         memory_limit_kb=defaults.memory_limit_kb if memory is None else int(memory),
         cpu_quota=defaults.cpu_quota if cpu is None else float(cpu),

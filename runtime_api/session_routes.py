@@ -363,7 +363,7 @@ async def _json(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise InvalidRequestError("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("the body must be a JSON object")

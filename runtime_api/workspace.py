@@ -63,8 +63,8 @@ def parse_path(raw: object, *, folder: bool = False) -> tuple[str, ...]:
     """A workspace path as its components. `folder`: the workspace itself ("", "/workspace") is allowed."""
     if not isinstance(raw, str):
         raise InvalidPathError("a path must be a string")
-    if "\0" in raw or len(raw.encode()) > _MAX_PATH:
-        raise InvalidPathError("the path contains a NUL byte or is too long")
+    if "\0" in raw or _size(raw) > _MAX_PATH:
+        raise InvalidPathError("the path contains a NUL byte, a lone surrogate, or is too long")
     path = raw
     if path.startswith("/"):
         if path != WORKSPACE_PATH and not path.startswith(WORKSPACE_PATH + "/"):
@@ -75,11 +75,20 @@ def parse_path(raw: object, *, folder: bool = False) -> tuple[str, ...]:
     parts = tuple(part for part in path.split("/") if part not in ("", "."))
     if ".." in parts:
         raise InvalidPathError(f"'{raw}': '..' is not allowed in workspace paths")
-    if any(len(part.encode()) > _MAX_NAME for part in parts) or len(parts) > MAX_DEPTH:
+    if any(_size(part) > _MAX_NAME for part in parts) or len(parts) > MAX_DEPTH:
         raise InvalidPathError(f"'{raw}': a name is longer than {_MAX_NAME} bytes or the path is too deep")
     if not parts and not folder:
         raise InvalidPathError("a file path is needed, not the workspace itself")
     return parts
+
+
+def _size(name: str) -> int:
+    """A name's length in UTF-8 bytes; one no file system can hold (a lone surrogate from a JSON "\\ud800"
+    escape, which has no UTF-8 form) counts as too long."""
+    try:
+        return len(name.encode())
+    except UnicodeEncodeError:
+        return _MAX_PATH + 1
 
 
 def display(parts: Iterable[str]) -> str:
@@ -232,7 +241,7 @@ class Workspace:
         if not isinstance(filename, str):
             raise InvalidPathError("the uploaded file has no name")
         name = filename.replace("\\", "/").rsplit("/", 1)[-1]
-        if name in ("", ".", "..") or "\0" in name or len(name.encode()) > _MAX_NAME:
+        if name in ("", ".", "..") or "\0" in name or _size(name) > _MAX_NAME:
             raise InvalidPathError(f"'{filename}' is not a usable file name")
         if path is None or path == "":
             return (name,)

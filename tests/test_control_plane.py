@@ -152,6 +152,20 @@ def test_create_conflicts_and_validation(client, service):
     assert _raw(service, "POST", "/2015-03-31/functions", big_env)[:2] == (400, "InvalidParameterValueException")
     not_json = _raw(service, "POST", "/2015-03-31/functions", b"{nope")
     assert not_json[:2] == (400, "InvalidRequestContentException")
+    deep = _raw(service, "POST", "/2015-03-31/functions", b"[" * 5000 + b"]" * 5000)  # was a 500 (RecursionError)
+    assert deep[:2] == (400, "InvalidRequestContentException")
+    # A lone surrogate was stored, and from then on every answer that carried it (GetFunction, ListFunctions)
+    # failed to encode: a 500 each time (found by fuzzing). NaN is no JSON either.
+    for body in (
+        b'{"Description": "a\\ud800"}',
+        b'{"Environment": {"Variables": {"K": "\\udfff"}}}',
+        b'{"Timeout": NaN}',
+    ):
+        refused = _raw(service, "PUT", "/2015-03-31/functions/echo/configuration", body)
+        assert refused[:2] == (400, "InvalidRequestContentException"), body
+    tagged = _raw(service, "POST", f"/2017-03-31/tags/{ARN}:echo", b'{"Tags": {"\\ud800": "v"}}')
+    assert tagged[:2] == (400, "InvalidRequestContentException")
+    assert client.get_function(FunctionName="echo")["Configuration"]["FunctionName"] == "echo"
     with pytest.raises(client.exceptions.InvalidParameterValueException, match="Could not unzip uploaded file"):
         client.create_function(
             FunctionName=unique("bad"), Runtime="python3.12", Role=ROLE, Handler="a.b", Code={"ZipFile": b"not a zip"}
@@ -323,7 +337,8 @@ def test_event_invoke_config_round_trip(client):
         )
 
 
-def test_destination_gets_the_record_after_the_only_attempt(client, service):
+def _failing_with_a_destination(client) -> tuple[str, str]:
+    """A function that always fails, with no retry, and an OnFailure destination that prints its records."""
     sink = unique("sink")
     create(
         client, sink, package("import json\ndef handler(event, context):\n    print('RECORD ' + json.dumps(event))\n")
@@ -333,6 +348,11 @@ def test_destination_gets_the_record_after_the_only_attempt(client, service):
     client.put_function_event_invoke_config(
         FunctionName=failing, MaximumRetryAttempts=0, DestinationConfig={"OnFailure": {"Destination": f"{ARN}:{sink}"}}
     )
+    return sink, failing
+
+
+def test_destination_gets_the_record_after_the_only_attempt(client, service):
+    sink, failing = _failing_with_a_destination(client)
     client.invoke(FunctionName=failing, InvocationType="Event", Payload=b'{"order": 7}')
     [record] = wait_for(lambda: logged_records(service, sink), 10, "the failure record at the destination")
     assert record["requestContext"]["condition"] == "RetriesExhausted"
@@ -341,9 +361,27 @@ def test_destination_gets_the_record_after_the_only_attempt(client, service):
     assert record["requestPayload"] == {"order": 7}
     assert record["responseContext"]["functionError"] == "Unhandled"
     assert record["responsePayload"]["errorType"] == "ValueError"
+    # A destination that is not an object, or an ARN that is not a string, was a 500 (found by schemathesis).
+    for config in (
+        {"OnFailure": "x"},
+        {"OnSuccess": {"Destination": ["arn"]}},
+        {"OnFailure": {"Destination": {"a": 1}}},
+    ):
+        body = json.dumps({"DestinationConfig": config}).encode()
+        refused = _raw(service, "PUT", f"/2019-09-25/functions/{failing}/event-invoke-config", body)
+        assert refused[:2] == (400, "InvalidParameterValueException"), (config, refused)
     client.delete_function_event_invoke_config(FunctionName=failing)
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.get_function_event_invoke_config(FunctionName=failing)
+
+
+def test_a_payload_nested_past_the_stdlib_parser_reaches_the_destination_as_text(client, service):
+    # Found by fuzzing: Invoke (orjson) takes 1024 levels, the record's stdlib parser raised RecursionError.
+    sink, failing = _failing_with_a_destination(client)
+    nested = b"[" * 1010 + b"]" * 1010
+    client.invoke(FunctionName=failing, InvocationType="Event", Payload=nested)
+    [record] = wait_for(lambda: logged_records(service, sink), 10, "the failure record at the destination")
+    assert record["requestPayload"] == nested.decode()
 
 
 # -- persistence -----------------------------------------------------------------------------------------

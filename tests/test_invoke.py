@@ -104,6 +104,14 @@ def test_non_utf8_body_is_invalid_request_content(client):
         client.invoke(FunctionName="echo", Payload=b'"\xff\xfe"')
 
 
+def test_json_nested_deeper_than_the_parsers_recursion_is_invalid_request_content(client):
+    # Found by tests/test_fuzz_invoke.py: the stdlib fallback (for big integers) raised RecursionError: a 500.
+    for nested in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5000 + b"1" + b"}" * 5000):
+        with pytest.raises(client.exceptions.InvalidRequestContentException) as info:
+            client.invoke(FunctionName="echo", Payload=nested)
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
 def test_oversized_request_is_rejected_before_running(client):
     body = json.dumps("x" * (6 * 1024 * 1024)).encode()  # 6291458 bytes: just over 6291456
     with pytest.raises(client.exceptions.RequestTooLargeException) as info:
@@ -182,6 +190,9 @@ def test_invalid_client_context(client):
     with pytest.raises(client.exceptions.InvalidRequestContentException) as info:
         client.invoke(FunctionName="echo", ClientContext="not base64!")
     assert info.value.response["Error"]["Message"] == "Client context must be a valid Base64-encoded JSON object."
+    nested = base64.b64encode(b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}").decode()  # was a 500 (RecursionError)
+    with pytest.raises(client.exceptions.InvalidRequestContentException):
+        client.invoke(FunctionName="echo", ClientContext=nested)
 
 
 def test_unknown_route_has_an_aws_error_shape(service):

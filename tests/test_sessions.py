@@ -245,7 +245,11 @@ def test_request_errors(http: httpx.Client, session: str) -> None:
     failed(http.post(f"{SE}/session/bad%20id"), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/session/x1", json={"memory_limit": 10}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/session/x2", json={"allow_network": "yes"}), 400, "INVALID_REQUEST")
+    # A quota under the cgroup minimum (1 ms per period) made the sandbox fail to start: a 500 (found by fuzzing).
+    failed(http.post(f"{SE}/session/x3", json={"cpu_quota": 1e-9}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/execute_code/{session}", content=b"{not json"), 400, "INVALID_REQUEST")
+    deep = b"[" * 5000 + b"]" * 5000  # was a 500 INTERNAL_ERROR (RecursionError)
+    failed(http.post(f"{SE}/execute_code/{session}", content=deep), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/execute_code/{session}", json={}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/execute_code/{session}", json={"code": "print(1)", "timeout": -1}), 400, "INVALID_REQUEST")
     failed(http.post(f"{SE}/execute_code/{session}", json={"code": "1", "script_type": "ruby"}), 400, "INVALID_REQUEST")
@@ -276,6 +280,15 @@ def test_file_errors(http: httpx.Client, session: str) -> None:
         failed(http.post(f"{SE}/execute_code/{session}", json={"code": "1", "filename": path}), 400, "INVALID_PATH")
     failed(http.get(f"{SE}/download/{session}/%2E%2E/%2E%2E/etc/passwd"), 400, "INVALID_PATH")
     failed(http.get(f"{SE}/download/{session}//etc/passwd"), 400, "INVALID_PATH")
+    # No route takes a newline in a path parameter: still the sessions envelope, not the Lambda error shape.
+    failed(http.get(f"{SE}/download/{session}/a%0Ab"), 404, "INVALID_REQUEST")
+    # A lone surrogate (a JSON "\ud800" escape) has no UTF-8 form: it was a 500 (found by fuzzing).
+    for field in ("filename", "path"):
+        lone = http.post(f"{SE}/create/{session}", content=b'{"%s": "a\\ud800", "content": "x"}' % field.encode())
+        failed(lone, 400, "INVALID_PATH")
+    lone = http.post(f"{SE}/execute_code/{session}", content=b'{"code": "1", "filename": "\\ud800.py"}')
+    failed(lone, 400, "INVALID_PATH")
+    failed(http.get(f"{SE}/download/{session}/%ED%A0%80"), 404, "FILE_NOT_FOUND")
 
 
 def test_timeout_leaves_the_session_usable(http: httpx.Client, session: str) -> None:

@@ -1,0 +1,66 @@
+"""Shared by the fuzzing tests (tests/test_fuzz_*.py): how many examples to run, and the service
+process's resource usage, to tell a leak from noise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+
+# SANDBOX_FUZZ_EXAMPLES scales every fuzzing test: the defaults keep CI bounded, a larger value
+# (e.g. 500) is a longer hunt: `SANDBOX_FUZZ_EXAMPLES=500 scripts/test tests/test_fuzz_*.py`.
+SCALE = os.environ.get("SANDBOX_FUZZ_EXAMPLES")
+
+
+def examples(default: int) -> int:
+    return int(SCALE) if SCALE else default
+
+
+def fuzz_settings(default: int) -> settings:
+    return settings(
+        max_examples=examples(default),
+        deadline=None,
+        database=None,  # no .hypothesis folder in the repository; a failure prints its reproducer
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+        print_blob=True,
+    )
+
+
+# Each live environment or session holds a few descriptors (its sandbox's pidfd and pipes, the Runtime
+# API listener and connection): measured 5-6.
+_PER_SANDBOX_FDS = 8
+_RSS_SLACK_KB = 64 * 1024
+
+
+class Snapshot:
+    """The service process's descriptors, memory and live sandboxes at one moment."""
+
+    def __init__(self, service: Any) -> None:
+        self.fds, self.rss_kb = usage(service.proc.pid)
+        health = service.health()
+        self.sandboxes = health["pools"]["environments"]["live"] + health["sessions"]["active"]
+
+    def __str__(self) -> str:
+        return f"{self.fds} fds, {self.rss_kb} KB RSS, {self.sandboxes} live sandboxes"
+
+
+def assert_no_leak(service: Any, before: Snapshot) -> Snapshot:
+    """Descriptors beyond what the sandboxes alive now account for, or memory that kept growing, are a leak."""
+    after = Snapshot(service)
+    allowed = before.fds + _PER_SANDBOX_FDS * max(0, after.sandboxes - before.sandboxes) + 4
+    assert after.fds <= allowed, f"descriptors leaked: before {before}, after {after}"
+    assert after.rss_kb <= before.rss_kb + _RSS_SLACK_KB, f"memory grew: before {before}, after {after}"
+    return after
+
+
+def usage(pid: int) -> tuple[int, int]:
+    """(open file descriptors, resident set size in KB) of a process."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    rss = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    return fds, rss
