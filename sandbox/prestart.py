@@ -47,6 +47,7 @@ _IDLE_MEMORY_MB = 128
 READY = b"R"
 _READY_TIMEOUT = 10.0
 _REFILL_DELAY = 0.1  # seconds after a take
+_MAX_RESTART_DELAY = 60.0  # between replacements of ready sandboxes that keep dying
 
 Key = Hashable
 StartGeneric = Callable[[SandboxSpec, Slot], "BwrapSandbox"]
@@ -105,6 +106,7 @@ class GenericPool:
         self._wanted: collections.Counter[Key] = collections.Counter()
         self._closed = False
         self._watching: dict[BwrapSandbox, int] = {}  # ready sandbox -> its pidfd (loop thread only)
+        self._deaths: collections.Counter[Key] = collections.Counter()  # ready ones that died, in a row (loop)
         self.taken = 0
         self.missed = 0  # takes that found no ready sandbox (the caller started one from nothing)
         self.failed: str | None = None  # the last start or assignment failure
@@ -162,6 +164,7 @@ class GenericPool:
             return None
         with self._lock:
             self.taken += 1
+        self._loop.call_soon_threadsafe(self._deaths.pop, key, None)
         # The replacement's start (bwrap, its seccomp program, the Runtime API listener: Python work in this
         # process) would compete with this cold start's own for the CPU and the GIL: it starts a little later.
         self._loop.call_soon_threadsafe(self._loop.call_later, _REFILL_DELAY, self._refill, key)
@@ -243,9 +246,13 @@ class GenericPool:
             dead = ready is not None and sandbox in ready
             if dead:
                 ready.remove(sandbox)  # type: ignore[union-attr]
-        if dead:  # else it was taken (its environment watches it) or discarded
-            self._submit(sandbox.discard)
-            self._refill(key)
+        if not dead:  # it was taken (its environment watches it) or discarded
+            return
+        self._submit(sandbox.discard)
+        # Killed from outside, or a runtime that cannot start: replaced, but never in a tight loop.
+        deaths = self._deaths[key] = self._deaths[key] + 1
+        self.failed = f"{deaths} generic sandbox(es) in a row exited before they were taken"
+        self._loop.call_later(min(_MAX_RESTART_DELAY, 0.05 * 2 ** (deaths - 1)), self._refill, key)
 
     def _submit(self, work: Callable[..., object], *args: object) -> None:
         try:
