@@ -93,7 +93,49 @@ class InvokeFastPath:
         except Exception:
             log.exception("request.failed", path=scope["path"], request_id=request_id)
             response = _error_response(request_id, ServiceException("An internal error occurred; see the service log."))
+        await _in_one_write(response, scope, receive, send)
+
+
+async def _in_one_write(response: Response, scope: Any, receive: Any, send: Any) -> None:
+    """Send a buffered answer in one write where the server allows it: uvicorn writes the status line and
+    headers, then the body, as two writes (two segments, two wake-ups of the client). Its per-request
+    `send` is a method of an object whose `transport` it writes to; while this answer is sent, that is a
+    stand-in that gathers. Any other server (or a uvicorn without that attribute) gets the plain sends."""
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None or not callable(getattr(transport, "write", None)):
         await response(scope, receive, send)
+        return
+    gathered = _Gathered(transport)
+    cycle.transport = gathered  # type: ignore[union-attr]
+    try:
+        await response(scope, receive, send)
+    finally:
+        cycle.transport = transport  # type: ignore[union-attr]
+        gathered.flush()
+
+
+class _Gathered:
+    """A transport whose writes wait for `flush` (or `close`); everything else is the real one's."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def flush(self) -> None:
+        if self._parts:
+            self._transport.write(b"".join(self._parts))
+            self._parts.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _ClientGone(Exception):
