@@ -384,9 +384,9 @@ class BwrapSandbox:
         self.kill()
         with contextlib.suppress(ChildProcessError):
             self._proc.wait()
-        with contextlib.suppress(ChildProcessError):
-            if self.child_pid:
-                os.waitpid(self.child_pid, 0)  # ours to reap (we are its subreaper) unless bwrap did
+        if self._child_pidfd is not None:  # ours to reap (we are its subreaper) unless bwrap did; by pidfd: no
+            with contextlib.suppress(ChildProcessError, OSError):  # reused pid can be waited for by mistake
+                os.waitid(os.P_PIDFD, self._child_pidfd, os.WEXITED)
         os.close(self.output_fd)
         for listener in (self.listener, self.proxy_listener):
             if listener is not None:
