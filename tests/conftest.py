@@ -57,6 +57,14 @@ def sandbox_processes(uid_range: tuple[int, int]) -> list[str]:
     return [" ".join(row) for row in rows if uid_range[0] <= int(row[0]) <= uid_range[1]]
 
 
+def assert_no_sandbox_left(uid_range: tuple[int, int], outlived: str, timeout: float = 5) -> None:
+    """No process of the uid block is left `timeout` seconds from now (sandboxes die with what started them)."""
+    deadline = time.monotonic() + timeout
+    while (left := sandbox_processes(uid_range)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"sandbox processes outlived {outlived}: {left}"
+
+
 class ServiceProcess:
     def __init__(
         self,
@@ -145,10 +153,7 @@ class ServiceProcess:
                 self.proc.wait()
                 raise AssertionError(f"service ignored signal {sig} for {timeout}s:\n{self.logs()}") from None
         self._log.close()
-        deadline = time.monotonic() + 5
-        while (left := sandbox_processes(self.uid_range)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not left, f"sandbox processes outlived the service: {left}"
+        assert_no_sandbox_left(self.uid_range, "the service")
         return self.proc.returncode
 
     def client(self, **config: object):

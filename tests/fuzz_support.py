@@ -4,11 +4,11 @@ process's resource usage, to tell a leak from noise."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, settings
+from support import generic_sandboxes_settled
 
 # SANDBOX_FUZZ_EXAMPLES scales every fuzzing test: the defaults keep CI bounded, a larger value
 # (e.g. 500) is a longer hunt: `SANDBOX_FUZZ_EXAMPLES=500 scripts/test tests/test_fuzz_*.py`.
@@ -39,8 +39,9 @@ class Snapshot:
     """The service process's descriptors, memory and live sandboxes at one moment."""
 
     def __init__(self, service: Any) -> None:
-        health = _generic_settled(service)
+        generic_sandboxes_settled(service)  # a cold start's replacement holds descriptors once started
         self.fds, self.rss_kb = usage(service.proc.pid)
+        health = service.health()
         self.sandboxes = health["pools"]["environments"]["live"] + health["sessions"]["active"]
 
     def __str__(self) -> str:
@@ -54,19 +55,6 @@ def assert_no_leak(service: Any, before: Snapshot) -> Snapshot:
     assert after.fds <= allowed, f"descriptors leaked: before {before}, after {after}"
     assert after.rss_kb <= before.rss_kb + _RSS_SLACK_KB, f"memory grew: before {before}, after {after}"
     return after
-
-
-def _generic_settled(service: Any) -> dict:
-    """/health once the generic sandboxes (pre-started for cold starts, a few descriptors each) are all
-    started: a cold start takes one and its replacement starts shortly after, so their number varies."""
-    deadline = time.monotonic() + 30
-    while True:
-        health = service.health()
-        generic = health["pools"]["generic_sandboxes"]
-        settled = generic["starting"] == 0 and generic["ready"] == generic["size"] * generic["keys"]
-        if not generic["enabled"] or settled or time.monotonic() > deadline:
-            return health
-        time.sleep(0.05)
 
 
 def usage(pid: int) -> tuple[int, int]:

@@ -7,11 +7,10 @@ import base64
 import hashlib
 import os
 import subprocess
-import time
 import zipfile
 from pathlib import Path
 
-from conftest import _UID_BLOCK, REPO, _uid_blocks, sandbox_processes
+from conftest import _UID_BLOCK, REPO, _uid_blocks, assert_no_sandbox_left
 from support import Result
 
 SANDBOX_RUNTIME = str(REPO / ".venv" / "bin" / "sandbox-runtime")
@@ -90,8 +89,5 @@ def sandbox_runtime(
         cwd=cwd,
         timeout=timeout,
     )
-    deadline = time.monotonic() + 5
-    while (left := sandbox_processes(uid_range)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not left, f"sandbox processes outlived the command: {left}"
+    assert_no_sandbox_left(uid_range, "the command")
     return Result(done.returncode, done.stdout, done.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import importlib.metadata
 import json
 import os
@@ -54,6 +55,41 @@ def logged_records(service, function: str) -> list:
         if event.get("function") == function and isinstance(line, str) and line.startswith("RECORD "):
             found.append(json.loads(line.removeprefix("RECORD ")))
     return found
+
+
+def generic_sandboxes_settled(service, timeout: float = 30) -> dict:
+    """/health's `pools.generic_sandboxes` once every one is started and ready (a cold start's replacement
+    starts shortly after it, so their count varies until then); at once when they are off."""
+
+    def settled() -> dict | None:
+        generic = service.health()["pools"]["generic_sandboxes"]
+        full = generic.get("starting") == 0 and generic.get("ready") == generic.get("size", 0) * generic.get("keys", 0)
+        return generic if not generic["enabled"] or full else None
+
+    return wait_for(settled, timeout, "the generic sandboxes to be started")  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs mounted on the new folder `folder`, unmounted after (needs root)."""
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Fill the file system under `folder` to the last byte (ENOSPC); the file that does it."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
 
 
 @dataclass

@@ -20,7 +20,16 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from conftest import _UID_BLOCK, BUNDLED_TEMPLATE, REPO, ServiceProcess, _uid_blocks, free_port, sandbox_processes
+from conftest import (
+    _UID_BLOCK,
+    BUNDLED_TEMPLATE,
+    REPO,
+    ServiceProcess,
+    _uid_blocks,
+    assert_no_sandbox_left,
+    free_port,
+    sandbox_processes,
+)
 from support import Result
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "cli"
@@ -52,13 +61,6 @@ def clean_environ(uid_range: tuple[int, int], extra: dict[str, str] | None = Non
     return environment
 
 
-def assert_no_sandbox_left(uid_range: tuple[int, int]) -> None:
-    deadline = time.monotonic() + 5
-    while (left := sandbox_processes(uid_range)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not left, f"sandbox processes outlived the command: {left}"
-
-
 class Pending:
     """A command started from the repository root; `result()` waits for it and checks for leftover sandboxes."""
 
@@ -86,7 +88,7 @@ class Pending:
             raise AssertionError(
                 f"{self.argv} did not finish in {timeout}s\n{Result(-9, out.decode(), err.decode())}"
             ) from None
-        assert_no_sandbox_left(self.uid_range)
+        assert_no_sandbox_left(self.uid_range, "the command")
         return Result(self.process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
@@ -245,7 +247,7 @@ def test_invoke_with_stderr_closed_still_answers():
     )
     assert result.returncode == 0
     assert only_json(result.stdout.decode())["message"] == "Hello, world!"
-    assert_no_sandbox_left(uid_range)
+    assert_no_sandbox_left(uid_range, "the command")
 
 
 def test_invoke_ends_when_its_stderr_goes_away():
@@ -276,7 +278,7 @@ def test_invoke_ends_when_its_stderr_goes_away():
     finally:
         assert process.stdout
         process.stdout.close()
-    assert_no_sandbox_left(uid_range)
+    assert_no_sandbox_left(uid_range, "the command")
 
 
 # -- template and configuration errors ------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ServiceProcess
-from support import invoke, wait_for
+from support import generic_sandboxes_settled, invoke, wait_for
 
 FUNCTIONS_DIR = Path(__file__).parent / "functions"
 FUNCTIONS = ("fp-plain", "fp-other", "fp-layered", "fp-startup", "fp-networked", "fp-isolated")
@@ -53,15 +53,6 @@ def from_nothing(template: Path) -> Iterator[ServiceProcess]:
     assert running.stop() == 0
 
 
-def _ready(service: ServiceProcess) -> dict:
-    """The generic pool once every wanted sandbox has started (replacements start shortly after a take)."""
-    return wait_for(  # type: ignore[return-value]
-        lambda: (g := _generic(service))["starting"] == 0 and g["ready"] == g["size"] * g["keys"] and g,
-        30,
-        "generic sandboxes",
-    )
-
-
 def _fingerprint(service: ServiceProcess, name: str) -> dict:
     response, payload = invoke(service.client(), name, {})
     assert "FunctionError" not in response, payload
@@ -75,7 +66,7 @@ def _differences(left: dict, right: dict) -> dict:
 
 
 def test_the_pool_is_reported_and_keyed_by_what_is_fixed_at_start(generic, from_nothing):
-    pool = _ready(generic)
+    pool = generic_sandboxes_settled(generic)
     assert pool["enabled"] and pool["problem"] is None and pool["size"] == 2
     # fp-other's /tmp size and fp-startup's start-up variables differ from the rest; network, memory,
     # code and layers are assigned later, so they share one key.
@@ -85,7 +76,7 @@ def test_the_pool_is_reported_and_keyed_by_what_is_fixed_at_start(generic, from_
 
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_a_function_cannot_tell_a_generic_sandbox_from_a_fresh_one(generic, from_nothing, name):
-    taken = _ready(generic)["taken"]
+    taken = generic_sandboxes_settled(generic)["taken"]
     assigned = _fingerprint(generic, name)
     assert _generic(generic)["taken"] == taken + 1  # this cold start was a generic sandbox
     fresh = _fingerprint(from_nothing, name)
@@ -114,7 +105,7 @@ def test_each_function_sees_its_own_code_layers_and_settings(generic):
 
 def test_the_functions_memory_limit_is_applied_on_assignment(generic):
     """Generic sandboxes start under the smallest limit; assignment sets the function's."""
-    _ready(generic)
+    generic_sandboxes_settled(generic)
     response, payload = invoke(generic.client(), "fp-large", {"mb": 300})
     assert "FunctionError" not in response, payload
     assert json.loads(payload) == {"allocated_mb": 300}
@@ -125,7 +116,7 @@ def test_the_functions_memory_limit_is_applied_on_assignment(generic):
 
 
 def test_a_taken_sandbox_is_replaced(generic):
-    before = _ready(generic)
+    before = generic_sandboxes_settled(generic)
     for round in range(3):  # more than the pool holds, one after the other; each update makes a cold start
         generic.client().update_function_configuration(FunctionName="fp-isolated", Description=str(round))
         wait_for(
@@ -137,7 +128,7 @@ def test_a_taken_sandbox_is_replaced(generic):
             "the update",
         )
         invoke(generic.client(), "fp-isolated", {})
-    after = _ready(generic)
+    after = generic_sandboxes_settled(generic)
     assert after["problem"] is None
     assert after["ready"] == before["ready"]
     assert after["taken"] >= before["taken"] + 3
@@ -168,7 +159,7 @@ def _cwd(pid: int) -> str | None:
 
 def test_a_burst_beyond_the_pool_is_served(generic):
     """More cold starts at once than there are ready sandboxes: the rest start from nothing."""
-    _ready(generic)
+    generic_sandboxes_settled(generic)
     names = ["fp-plain", "fp-layered", "fp-networked", "fp-isolated", "fp-small"]
     for name in names:  # each gets a new version of its configuration: its next invoke is cold
         generic.client().update_function_configuration(FunctionName=name, Description="burst")
@@ -184,14 +175,14 @@ def test_a_burst_beyond_the_pool_is_served(generic):
     with ThreadPoolExecutor(len(names)) as executor:
         answers = list(executor.map(lambda n: invoke(generic.client(), n, {"mb": 1}), names))
     assert all("FunctionError" not in response for response, _ in answers), answers
-    after = _ready(generic)
+    after = generic_sandboxes_settled(generic)
     assert after["problem"] is None
     assert after["taken"] - before["taken"] >= 2
     assert after["taken"] - before["taken"] + after["missed"] - before["missed"] == len(names)
 
 
 def test_a_dead_generic_sandbox_is_never_assigned(generic):
-    _ready(generic)
+    generic_sandboxes_settled(generic)
     victims = _preloads(generic)
     assert len(victims) == 6
     for pid in victims:
@@ -213,7 +204,7 @@ def test_a_killed_services_slots_are_unmounted_by_the_next(template, tmp_path):
     """SIGKILL leaves the slots tmpfs and the code mounted on it; the next service on the host unmounts
     them and removes the dead service's state folder."""
     first = ServiceProcess(template, log_dir=tmp_path)
-    _ready(first)
+    generic_sandboxes_settled(first)
     invoke(first.client(), "fp-plain", {})  # one slot filled with code
     state_dir = next(e["state_dir"] for e in first.log_events() if e.get("event") == "service.ready")
     mounts = lambda: [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if state_dir in line]  # noqa: E731

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import mcp_types as types
 import pytest
-from conftest import _UID_BLOCK, FUNCTIONS, REPO, ServiceProcess, _uid_blocks, sandbox_processes
+from conftest import _UID_BLOCK, FUNCTIONS, REPO, ServiceProcess, _uid_blocks, assert_no_sandbox_left, sandbox_processes
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
@@ -51,13 +51,6 @@ def mcp_environ(uid_range: tuple[int, int]) -> dict[str, str]:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("SANDBOX_")}
     environment["SANDBOX_UID_RANGE"] = f"{uid_range[0]}-{uid_range[1]}"
     return environment
-
-
-def assert_no_sandbox_left(uid_range: tuple[int, int]) -> None:
-    deadline = time.monotonic() + 5
-    while (left := sandbox_processes(uid_range)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not left, f"sandbox processes outlived the MCP server: {left}"
 
 
 def only_text(result: types.CallToolResult) -> str:
@@ -143,7 +136,7 @@ async def test_stdio_lists_and_calls_the_functions(mode: str) -> None:
         await check_refusals(client)
         assert sandbox_processes(uid_range), "the warm environments should be running while connected"
     # The client closed our stdin: the server stops its sandboxes and exits.
-    assert_no_sandbox_left(uid_range)
+    assert_no_sandbox_left(uid_range, "the MCP server")
 
 
 class RawStdio:
@@ -227,7 +220,7 @@ def test_stdio_stops_cleanly_on_a_signal_with_stdin_still_open(raw_stdio, sig: i
     assert sandbox_processes(server.uid_range), "expected a warm sandbox before the signal"
     server.process.send_signal(sig)
     assert server.wait() == 0, server.stderr()
-    assert_no_sandbox_left(server.uid_range)
+    assert_no_sandbox_left(server.uid_range, "the MCP server")
     assert "Traceback" not in server.stderr()
 
 
@@ -240,7 +233,7 @@ def test_stdio_ends_at_eof_and_keeps_stdout_for_the_protocol(raw_stdio) -> None:
     server.process.stdin.close()
     assert server.wait() == 0
     assert server.process.stdout.read() == b"", "stdout carries JSON-RPC messages only"
-    assert_no_sandbox_left(server.uid_range)
+    assert_no_sandbox_left(server.uid_range, "the MCP server")
     logs = server.stderr()
     # The function's START/END/REPORT lines go to stderr, like `invoke`.
     assert "START RequestId: " in logs and "REPORT RequestId: " in logs, logs

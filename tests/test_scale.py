@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 from conftest import FUNCTIONS
-from support import wait_for
+from support import generic_sandboxes_settled, wait_for
 
 from bench import memory
 
@@ -52,16 +52,6 @@ def _states(service) -> dict[str, int]:
     return states
 
 
-def _settled_spares(service):
-    """A condition: the count of ready generic sandboxes (in a tuple, so that 0 is true) once none is starting."""
-
-    def settled() -> tuple[int] | None:
-        generic = service.health()["pools"].get("generic_sandboxes", {})
-        return None if generic.get("starting") else (generic.get("ready", 0),)
-
-    return settled
-
-
 def test_fifty_warm_environments_each_within_the_memory_budget(start_service, tmp_path):
     service = start_service(
         _template(tmp_path, ENVIRONMENTS),
@@ -93,10 +83,10 @@ def test_fifty_warm_environments_each_within_the_memory_budget(start_service, tm
 
     # Beside them, pre-started generic sandboxes wait for cold starts (SANDBOX_GENERIC_POOL_SIZE): idle sandboxes
     # too, held to the same budget.
-    spares = wait_for(_settled_spares(service), 30, "the generic sandboxes to be refilled")
+    spares = generic_sandboxes_settled(service)["ready"]
     uids = range(service.uid_range[0], service.uid_range[1] + 1)
     environments = memory.environments(service.proc.pid, uids)
-    assert len(environments) == ENVIRONMENTS + spares[0]
+    assert len(environments) == ENVIRONMENTS + spares
     over = []
     for uid, procs in environments.items():
         assert [p.name for p in procs] == ["bwrap", "bwrap", "python3.11"], procs

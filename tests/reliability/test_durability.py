@@ -14,16 +14,14 @@ import io
 import json
 import signal
 import sqlite3
-import subprocess
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 from conftest import FUNCTIONS, ServiceProcess
-from support import invoke, logged_records, request_id, wait_for
+from support import fill_disk, invoke, logged_records, request_id, tiny_tmpfs, wait_for
 
 TEMPLATE = Path(__file__).resolve().parent / "durability.yaml"
 ENV = {"SANDBOX_EVENT_RETRY_DELAY": "0.2", "SANDBOX_SHUTDOWN_TIMEOUT": "10"}
@@ -192,33 +190,13 @@ def test_an_event_whose_function_is_gone_is_discarded_at_the_restart(start_servi
     assert "no longer exists" in discarded["reason"]
 
 
-@contextlib.contextmanager
-def tiny_tmpfs(folder: Path, size: str = "2m") -> Iterator[Path]:
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)], check=True)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write until the file system is full; the file that filled it."""
-    filler = folder / "filler"
-    with contextlib.suppress(OSError), open(filler, "wb") as out:
-        while True:
-            out.write(b"\0" * 65536)
-            out.flush()
-    return filler
-
-
 def test_a_full_data_folder_refuses_event_invokes_cleanly(start_service, tmp_path):
-    with tiny_tmpfs(tmp_path / "data") as data:
+    with tiny_tmpfs(tmp_path / "data", "2m") as data:
         service = start(start_service, data)
         client = service.client()
         send(client, "record", {"n": "before"})
         wait_for(lambda: logged_records(service, "record"), 15, "the first event")
-        filler = fill(data)
+        filler = fill_disk(data)
 
         big = {"n": "full", "padding": "x" * 300_000}  # more than the store's file has room for
         with pytest.raises(ClientError) as refused:

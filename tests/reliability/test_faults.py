@@ -20,13 +20,11 @@ exactly are listed here, not tested twice:
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 import zipfile
@@ -36,7 +34,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 from conftest import ServiceProcess
-from support import invoke, request_id, wait_for
+from support import fill_disk, invoke, request_id, tiny_tmpfs, wait_for
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "faults.yaml"
@@ -275,39 +273,17 @@ def _zip(source: str) -> bytes:
     return buffer.getvalue()
 
 
-@contextlib.contextmanager
-def tiny_disk(folder: Path, size: str = "1m") -> Iterator[Path]:
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)], check=True)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Fill the disk under `folder` to the last byte; the file that does it."""
-    filler = folder / "filler"
-    with open(filler, "wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-    return filler
-
-
 def test_full_disk_under_the_data_folder_is_a_clean_error_and_existing_functions_keep_serving(start_service, tmp_path):
     """CreateFunction and UpdateFunctionCode store the package under SANDBOX_DATA_DIR: on a full disk they answer
     Lambda's CodeStorageExceededException (a 400 boto3 does not retry), nothing half-made is left, and what was
     deployed before serves on; once space is back, they work again."""
-    with tiny_disk(tmp_path / "data") as data:
+    with tiny_tmpfs(tmp_path / "data", "1m") as data:
         service = start_service(TEMPLATE, env={**SERVICE_ENV, "SANDBOX_DATA_DIR": str(data)})
         client = service.client()
         create = {"Runtime": "python3.11", "Role": "arn:aws:iam::123456789012:role/x", "Handler": "app.handler"}
         client.create_function(FunctionName="before", Code={"ZipFile": _zip(ECHO)}, **create)
         client.get_waiter("function_active_v2").wait(FunctionName="before")
-        filler = fill(data)
+        filler = fill_disk(data)
 
         with pytest.raises(ClientError) as created:
             client.create_function(FunctionName="after", Code={"ZipFile": _zip(ECHO + "\n# new\n")}, **create)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from load_client import LoadResult, get_json, process_usage, run_load
-from support import wait_for
+from support import generic_sandboxes_settled, wait_for
 
 HERE = Path(__file__).resolve().parent
 FUNCTIONS = [f"echo-{n}" for n in range(10)]
@@ -48,17 +48,6 @@ def all_ready(service) -> dict:
         return health
 
     return wait_for(settled, 30, "every environment to be ready again")  # type: ignore[return-value]
-
-
-def generic_settled(service) -> None:
-    """Wait until the generic sandboxes (pre-started for cold starts, each holding a few descriptors) are all
-    started: their number is constant from then on."""
-
-    def settled() -> bool:
-        generic = service.health()["pools"]["generic_sandboxes"]
-        return not generic["enabled"] or (generic["starting"] == 0 and generic["ready"] == generic["size"])
-
-    wait_for(settled, 30, "the generic sandboxes to be started")
 
 
 def report(result: LoadResult) -> str:
@@ -137,7 +126,7 @@ def test_callers_that_go_away_mid_invoke_under_load_leave_nothing_behind(start_s
         HERE / "template.yaml",
         env={"SANDBOX_LOG_LEVEL": "info", "SANDBOX_POOL_SIZE": "0", "SANDBOX_INIT_TIMEOUT": "60"},
     )
-    generic_settled(service)
+    generic_sandboxes_settled(service)
     before = process_usage(service.proc.pid)[1]
     result = asyncio.run(
         run_load(
@@ -158,7 +147,7 @@ def test_callers_that_go_away_mid_invoke_under_load_leave_nothing_behind(start_s
     for name in FUNCTIONS:
         described = health["pools"]["functions"][name]
         assert described["environments"] == {"ready": described["cold_starts"]}, (name, described)
-    generic_settled(service)
+    generic_sandboxes_settled(service)
     wait_for(
         lambda: (
             abs(process_usage(service.proc.pid)[1] - FDS_PER_ENVIRONMENT * _live(service.health()) - before)

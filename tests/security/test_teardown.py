@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import SERVICE_ENV, TEMPLATE, call, cgroup_parents, new_tag, probe, running
-from support import wait_for
+from support import generic_sandboxes_settled, wait_for
 
 
 def test_stop_leaves_nothing_behind(start_service):
@@ -26,11 +26,8 @@ def test_stop_leaves_nothing_behind(start_service):
         run.future.result()  # a sandbox killed at its timeout
     groups = lambda: [g for g in parents["pids"].iterdir() if g.is_dir()]  # noqa: E731
 
-    def only_warm_and_generic() -> bool:
-        generic = service.health()["pools"]["generic_sandboxes"]
-        return generic["starting"] == 0 and generic["ready"] == 2 and len(groups()) == 2 + 2
-
-    wait_for(only_warm_and_generic, 5, "only the two warm environments' and the generic sandboxes' groups")
+    assert generic_sandboxes_settled(service)["ready"] == 2
+    wait_for(lambda: len(groups()) == 2 + 2, 5, "only the two warm environments' and the generic sandboxes' groups")
     assert child > 0
 
     assert service.stop() == 0  # and no process in the service's uid range outlived it
