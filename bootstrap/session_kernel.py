@@ -84,22 +84,7 @@ def _call(runner: Any, namespace: types.ModuleType, request: dict[str, Any]) -> 
         exec(code, namespace.__dict__)
         if not handler_mode:
             return 0, {"mode": "script"}
-        handler = namespace.__dict__.get("handler")
-        if not callable(handler):
-            raise TypeError(f"handler is not callable: {type(handler).__name__}")
-        context = runner.SessionContext(request.get("context") or {})
-        event = request.get("event")
-        result = handler(event, context) if runner._takes_context(handler) else handler(event)
-        if isinstance(result, types.CoroutineType):
-            import asyncio
-
-            result = asyncio.run(result)
-        try:
-            payload = json.dumps(result, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"the handler's result is not JSON serializable: {exc}") from None
-        if len(payload) > runner._RESULT_LIMIT:
-            raise ValueError(f"the handler's result is too large: {len(payload)} bytes")
+        result, _ = runner.call_handler(namespace.__dict__, request.get("event"), request.get("context") or {})
         return 0, {"mode": "handler", "result": result}
     except SystemExit as exc:
         code_ = exc.code

@@ -167,6 +167,26 @@ def main() -> None:
     sys.exit(_run_handler(code, path, event_fd, outcome_fd, context))
 
 
+def call_handler(namespace: dict[str, Any], event: Any, context: dict[str, Any]) -> tuple[Any, str]:
+    """Call the code's `handler` with the event (and a context, when it takes one), awaiting a coroutine's
+    result; the result and its JSON, checked: serializable and at most _RESULT_LIMIT long."""
+    handler = namespace.get("handler")
+    if not callable(handler):
+        raise TypeError(f"handler is not callable: {type(handler).__name__}")
+    result = handler(event, SessionContext(context)) if _takes_context(handler) else handler(event)
+    if isinstance(result, types.CoroutineType):
+        import asyncio
+
+        result = asyncio.run(result)
+    try:
+        payload = json.dumps(result, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the handler's result is not JSON serializable: {exc}") from None
+    if len(payload) > _RESULT_LIMIT:
+        raise ValueError(f"the handler's result is too large: {len(payload)} bytes (at most {_RESULT_LIMIT})")
+    return result, payload
+
+
 def _run_handler(code: types.CodeType, path: str, event_fd: int, outcome_fd: int, context: dict[str, Any]) -> int:
     name = _module_name(path)
     module = types.ModuleType(name)
@@ -174,21 +194,7 @@ def _run_handler(code: types.CodeType, path: str, event_fd: int, outcome_fd: int
     sys.modules[name] = module
     try:
         exec(code, module.__dict__)
-        handler = module.__dict__.get("handler")
-        if not callable(handler):
-            raise TypeError(f"handler is not callable: {type(handler).__name__}")
-        event = _read_event(event_fd)
-        result = handler(event, SessionContext(context)) if _takes_context(handler) else handler(event)
-        if isinstance(result, types.CoroutineType):
-            import asyncio
-
-            result = asyncio.run(result)
-        try:
-            payload = json.dumps(result, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"the handler's result is not JSON serializable: {exc}") from None
-        if len(payload) > _RESULT_LIMIT:
-            raise ValueError(f"the handler's result is too large: {len(payload)} bytes (at most {_RESULT_LIMIT})")
+        _, payload = call_handler(module.__dict__, _read_event(event_fd), context)
     except SystemExit as exc:
         _write(outcome_fd, {"mode": "handler", "error": _error_document(exc)})
         raise
