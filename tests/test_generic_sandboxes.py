@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -218,3 +219,21 @@ def test_a_killed_services_slots_are_unmounted_by_the_next(template, tmp_path):
     finally:
         assert second.stop() == 0
         first._log.close()
+
+
+def test_without_slots_every_sandbox_starts_from_nothing(template, tmp_path):
+    """Where the slots cannot be made (here a file is in their way; elsewhere no CAP_SYS_ADMIN or no mount
+    API), the service says why, once, and serves every function from sandboxes started for it."""
+    # Outside pytest's 0700 folders: sandbox uids traverse the state folder to its staged code.
+    state = Path(tempfile.mkdtemp(prefix="sandbox-runtime-test-state-"))
+    (state / "slots").write_text("in the way")
+    service = ServiceProcess(template, env={"SANDBOX_STATE_DIR": str(state)}, log_dir=tmp_path)
+    try:
+        pool = service.health()["pools"]["generic_sandboxes"]
+        assert pool["enabled"] is False and "slots" in pool["problem"], pool
+        [warning] = [e for e in service.log_events() if e.get("event") == "generic_sandboxes.unavailable"]
+        assert warning["reason"] == pool["problem"]
+        assert _fingerprint(service, "fp-plain")["environ"]["AWS_LAMBDA_FUNCTION_NAME"] == "fp-plain"
+    finally:
+        assert service.stop() == 0
+        shutil.rmtree(state)
