@@ -4,6 +4,7 @@ process's resource usage, to tell a leak from noise."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,17 @@ class Snapshot:
         return f"{self.fds} fds, {self.rss_kb} KB RSS, {self.sandboxes} live sandboxes"
 
 
-def assert_no_leak(service: Any, before: Snapshot) -> Snapshot:
-    """Descriptors beyond what the sandboxes alive now account for, or memory that kept growing, are a leak."""
-    after = Snapshot(service)
-    allowed = before.fds + _PER_SANDBOX_FDS * max(0, after.sandboxes - before.sandboxes) + 4
+def assert_no_leak(service: Any, before: Snapshot, settle: float = 10) -> Snapshot:
+    """Descriptors beyond what the sandboxes alive now account for, or memory that kept growing, are a leak.
+    What is still settling is not (a session closed a moment ago, whose sandbox is still ending; a pooled
+    session sandbox starting to replace one taken): a leak is what is still there `settle` seconds on."""
+    deadline = time.monotonic() + settle
+    while True:
+        after = Snapshot(service)
+        allowed = before.fds + _PER_SANDBOX_FDS * max(0, after.sandboxes - before.sandboxes) + 4
+        if after.fds <= allowed or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert after.fds <= allowed, f"descriptors leaked: before {before}, after {after}"
     assert after.rss_kb <= before.rss_kb + _RSS_SLACK_KB, f"memory grew: before {before}, after {after}"
     return after
