@@ -87,6 +87,10 @@ class ControlPlane:
         self.entries: dict[str, Entry] = {}
         self._runtimes: tuple[str, ...] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Stored code is shared by content and collected when nothing refers to it: keeping a package and
+        # collecting take turns, and code an update is still preparing counts as referred to.
+        self._code_lock = asyncio.Lock()
+        self._updating: dict[str, FunctionSpec] = {}
         settings = service.settings
         self.region, self.account_id = settings.region, settings.account_id
         for function in self.registry:
@@ -177,17 +181,22 @@ class ControlPlane:
         except LambdaServiceError as exc:
             log.error("function.save_failed", function=name, detail=exc.message)
 
-    def _collect_garbage(self) -> None:
+    async def _collect_garbage(self) -> None:
+        """Remove stored code no function version refers to any more. What refers to code is read here, on
+        the loop, while no package is being kept (a package kept meanwhile may be content already
+        stored, which this collection must not remove under the function about to use it)."""
         if self.store is None:
             return
-        referenced = set()
-        for name, entry in self.entries.items():
-            if entry.source != "api":
-                continue
-            for spec in [self.registry.get(name), *self.registry.versions(name)]:
-                if spec is not None and spec.code_dir is not None and spec.code_dir.parent == self.store.code:
-                    referenced.add(spec.code_dir.name)
-        self.store.collect_garbage(referenced)
+        async with self._code_lock:
+            referenced = set()
+            for name, entry in self.entries.items():
+                if entry.source != "api":
+                    continue
+                specs = [self.registry.get(name), *self.registry.versions(name), self._updating.get(name)]
+                for spec in specs:
+                    if spec is not None and spec.code_dir is not None and spec.code_dir.parent == self.store.code:
+                        referenced.add(spec.code_dir.name)
+            await asyncio.to_thread(self.store.collect_garbage, referenced)
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -441,7 +450,7 @@ class ControlPlane:
             del self.entries[spec.name]
             if entry.source == "api" and self.store is not None:
                 self.store.delete(spec.name)
-        await asyncio.to_thread(self._collect_garbage)
+        await self._collect_garbage()
 
     # -- updates ------------------------------------------------------------------------------------
 
@@ -495,6 +504,7 @@ class ControlPlane:
         meta.last_update_reason, meta.last_update_reason_code = _CREATING
         entry.meta = meta
         entry.updating = True
+        self._updating[updated.name] = updated
         response = self.configuration(updated, meta)
         self._background(self._finish_update(updated, entry, publish=publish))
         return response
@@ -518,7 +528,9 @@ class ControlPlane:
             self._save_in_background(updated.name)
         finally:
             entry.updating = False
-        await asyncio.to_thread(self._collect_garbage)
+            if self._updating.get(updated.name) is updated:
+                del self._updating[updated.name]
+        await self._collect_garbage()
 
     def _configured(self, spec: FunctionSpec, body: Mapping[str, Any], *, creating: bool) -> FunctionSpec:
         """`spec` with the configuration members of a Create/UpdateFunctionConfiguration body applied."""
@@ -610,7 +622,8 @@ class ControlPlane:
         if self.store is None:
             raise InvalidParameterValueException("Functions cannot be created here: SANDBOX_DATA_DIR is not set")
         try:
-            folder = await asyncio.to_thread(self.store.keep_package, package)
+            async with self._code_lock:  # not while a collection runs (`_collect_garbage`)
+                folder = await asyncio.to_thread(self.store.keep_package, package)
         except OSError as exc:
             raise _storage_error(exc) from None
         return dataclasses.replace(spec, code_dir=folder), package

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from botocore.exceptions import WaiterError
+
 
 def invoke(client, name: str, event: object = None, **kwargs: object) -> tuple[dict, bytes]:
     """Invoke synchronously; the boto3 response and the raw payload bytes."""
@@ -44,6 +46,17 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(0.05)
+
+
+def wait_for_function(client, waiter: str, name: str) -> None:
+    """boto3's `waiter` (function_active_v2, function_updated_v2, ...) for function `name`; when it ends
+    in Failed, the failure says why (the function's state reasons, which the waiter's message leaves out)."""
+    try:
+        client.get_waiter(waiter).wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    except WaiterError as exc:
+        configuration = client.get_function(FunctionName=name)["Configuration"]
+        reasons = {key: value for key, value in configuration.items() if key.startswith(("State", "LastUpdate"))}
+        raise AssertionError(f"{waiter} for {name}: {exc}; {reasons}") from None
 
 
 def logged_records(service, function: str) -> list:

@@ -276,6 +276,21 @@ def test_updates_versions_and_weighted_aliases(client):
 # -- concurrency, tags, account ------------------------------------------------------------------------
 
 
+def test_stored_code_another_function_takes_is_not_collected_under_it(client):
+    """Code is stored once per content and collected when no version refers to it any more. An update
+    away from some code, with a create of that same code right behind it: the collection that follows
+    the update must not remove the code the new function is being prepared from."""
+    for attempt in range(6):
+        shared = handler_returning(f"shared-{attempt}-{uuid.uuid4()}")
+        create(client, f"gc-before-{attempt}", shared)
+        client.update_function_code(FunctionName=f"gc-before-{attempt}", ZipFile=handler_returning("moved on"))
+        create(client, f"gc-after-{attempt}", shared)
+        assert json.loads(invoke(client, f"gc-after-{attempt}", {})[1])["value"].startswith("shared-")
+    for attempt in range(6):
+        client.delete_function(FunctionName=f"gc-before-{attempt}")
+        client.delete_function(FunctionName=f"gc-after-{attempt}")
+
+
 def test_reserved_concurrency_is_enforced_and_accounted(client):
     name = unique("reserved")
     create(client, name)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 from conftest import FUNCTIONS, ServiceProcess
-from support import fill_disk, invoke, logged_records, request_id, tiny_tmpfs, wait_for
+from support import fill_disk, invoke, logged_records, request_id, tiny_tmpfs, wait_for, wait_for_function
 
 TEMPLATE = Path(__file__).resolve().parent / "durability.yaml"
 ENV = {"SANDBOX_EVENT_RETRY_DELAY": "0.2", "SANDBOX_SHUTDOWN_TIMEOUT": "10"}
@@ -96,7 +96,7 @@ def test_event_age_counts_from_the_first_acceptance_across_a_restart(start_servi
             Handler="app.record",
             Code={"ZipFile": _package(FUNCTIONS / "durability" / "app.py")},
         )
-        client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+        wait_for_function(client, "function_active_v2", name)
     client.put_function_event_invoke_config(
         FunctionName="aged",
         MaximumEventAgeInSeconds=60,

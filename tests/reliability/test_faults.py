@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 from conftest import ServiceProcess
-from support import fill_disk, invoke, request_id, tiny_tmpfs, wait_for
+from support import fill_disk, invoke, request_id, tiny_tmpfs, wait_for, wait_for_function
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "faults.yaml"
@@ -282,7 +282,7 @@ def test_full_disk_under_the_data_folder_is_a_clean_error_and_existing_functions
         client = service.client()
         create = {"Runtime": "python3.11", "Role": "arn:aws:iam::123456789012:role/x", "Handler": "app.handler"}
         client.create_function(FunctionName="before", Code={"ZipFile": _zip(ECHO)}, **create)
-        client.get_waiter("function_active_v2").wait(FunctionName="before")
+        wait_for_function(client, "function_active_v2", "before")
         filler = fill_disk(data)
 
         with pytest.raises(ClientError) as created:
@@ -303,9 +303,9 @@ def test_full_disk_under_the_data_folder_is_a_clean_error_and_existing_functions
 
         filler.unlink()  # space is back
         client.update_function_code(FunctionName="before", ZipFile=_zip(ECHO + "\n# v2\n"))
-        client.get_waiter("function_updated_v2").wait(FunctionName="before")
+        wait_for_function(client, "function_updated_v2", "before")
         client.create_function(FunctionName="after", Code={"ZipFile": _zip(ECHO)}, **create)
-        client.get_waiter("function_active_v2").wait(FunctionName="after")
+        wait_for_function(client, "function_active_v2", "after")
         assert json.loads(invoke(client, "after", {"n": 1})[1]) == {"n": 1}
         service.stop()
 
