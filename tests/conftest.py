@@ -6,6 +6,7 @@ checks that no sandbox process outlived the service.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +29,36 @@ FUNCTIONS = Path(__file__).resolve().parent / "functions"
 TEST_TEMPLATE = FUNCTIONS / "template.yaml"
 BUNDLED_TEMPLATE = REPO / "template.yaml"
 _UID_BLOCK = 500
-_uid_blocks = itertools.count((os.getpid() * 7) % 1000)
+_UID_BLOCKS = 1000  # uids 300000-799999
+_UID_LOCKS = Path(tempfile.gettempdir()) / "sandbox-runtime-test-uids"
+_uid_blocks = itertools.count((os.getpid() * 7) % _UID_BLOCKS)
+_held_uid_blocks: dict[int, int] = {}  # first uid -> the descriptor holding its lock
+
+
+def claim_uid_range() -> tuple[int, int]:
+    """A block of sandbox uids no other test process on this machine holds (test runs of other
+    worktrees or tenants included), so a leftover process in it is ours. Held by an flock until
+    release_uid_range() or the end of this process."""
+    _UID_LOCKS.mkdir(exist_ok=True)
+    for _ in range(_UID_BLOCKS):
+        first = 300000 + (next(_uid_blocks) % _UID_BLOCKS) * _UID_BLOCK
+        if first in _held_uid_blocks:
+            continue
+        fd = os.open(_UID_LOCKS / str(first), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _held_uid_blocks[first] = fd
+        return first, first + _UID_BLOCK - 1
+    raise RuntimeError(f"every block of sandbox uids under {_UID_LOCKS} is held by a test process")
+
+
+def release_uid_range(uid_range: tuple[int, int]) -> None:
+    fd = _held_uid_blocks.pop(uid_range[0], None)
+    if fd is not None:
+        os.close(fd)
 
 
 _session_logs: Path | None = None
@@ -77,8 +108,7 @@ class ServiceProcess:
         self.port = free_port()
         # Each service gets its own block of sandbox uids, so leftovers can be told apart from
         # the sandboxes of other services running at the same time.
-        first = 300000 + (next(_uid_blocks) % 1000) * _UID_BLOCK
-        self.uid_range = (first, first + _UID_BLOCK - 1)
+        self.uid_range = claim_uid_range()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = (log_dir or _log_dir()) / f"service-{self.port}.log"
         environment = {
@@ -154,6 +184,7 @@ class ServiceProcess:
                 raise AssertionError(f"service ignored signal {sig} for {timeout}s:\n{self.logs()}") from None
         self._log.close()
         assert_no_sandbox_left(self.uid_range, "the service")
+        release_uid_range(self.uid_range)  # not on a leftover: its processes must not meet the next service
         return self.proc.returncode
 
     def client(self, **config: object):

@@ -3,6 +3,7 @@ process's resource usage, to tell a leak from noise."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -42,7 +43,9 @@ class Snapshot:
     def __init__(self, service: Any) -> None:
         generic_sandboxes_settled(service)  # a cold start's replacement holds descriptors once started
         self.fds, self.rss_kb = usage(service.proc.pid)
+        self.fd_targets = fd_targets(service.proc.pid)
         health = service.health()
+        self.pools = health["pools"]
         self.sandboxes = health["pools"]["environments"]["live"] + health["sessions"]["active"]
 
     def __str__(self) -> str:
@@ -60,7 +63,10 @@ def assert_no_leak(service: Any, before: Snapshot, settle: float = 10) -> Snapsh
         if after.fds <= allowed or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert after.fds <= allowed, f"descriptors leaked: before {before}, after {after}"
+    assert after.fds <= allowed, (
+        f"descriptors leaked: before {before}, after {after}: {describe_fds(service.proc.pid, before.fd_targets)}; "
+        f"pools {after.pools}"
+    )
     assert after.rss_kb <= before.rss_kb + _RSS_SLACK_KB, f"memory grew: before {before}, after {after}"
     return after
 
@@ -74,3 +80,40 @@ def usage(pid: int) -> tuple[int, int]:
         if line.startswith("VmRSS:")
     )
     return fds, rss
+
+
+def fd_targets(pid: int) -> dict[str, str]:
+    """What each open descriptor of a process is (a file's path, socket:[inode], pipe:[inode], ...)."""
+    targets = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed since the listing
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    return targets
+
+
+def describe_fds(pid: int, before: dict[str, str]) -> str:
+    """The descriptors opened since `before`, to name what leaked in a failure message; a socket by its
+    addresses (from /proc/PID/net), as its inode alone says nothing."""
+    sockets = _socket_addresses(pid)
+    opened = []
+    for fd, target in sorted(fd_targets(pid).items(), key=lambda item: int(item[0])):
+        if before.get(fd) != target:
+            inode = target[len("socket:[") : -1] if target.startswith("socket:[") else None
+            opened.append(f"{fd}->{target} {sockets.get(inode, '')}".rstrip())
+    return ", ".join(opened)
+
+
+def _socket_addresses(pid: int) -> dict[str, str]:
+    addresses = {}
+    for table in ("tcp", "tcp6", "unix"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if table == "unix":  # Num RefCount Protocol Flags Type St Inode [Path]
+                addresses[fields[6]] = f"unix {fields[7] if len(fields) > 7 else '(unnamed)'}"
+            else:  # sl local rem st ... inode (field 9)
+                addresses[fields[9]] = f"{table} {fields[1]} -> {fields[2]} state {fields[3]}"
+    return addresses

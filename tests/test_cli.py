@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    _UID_BLOCK,
     BUNDLED_TEMPLATE,
     REPO,
     ServiceProcess,
-    _uid_blocks,
     assert_no_sandbox_left,
+    claim_uid_range,
     free_port,
     sandbox_processes,
 )
@@ -47,12 +46,6 @@ BUNDLED_FUNCTIONS = {
 MISSING_INTERPRETER = "python3.99"  # no host has it; python3.11 is the only python3.x under /usr/bin here
 
 
-def new_uid_range() -> tuple[int, int]:
-    """A block of sandbox uids of our own, the same way conftest's ServiceProcess picks them."""
-    first = 300000 + (next(_uid_blocks) % 1000) * _UID_BLOCK
-    return first, first + _UID_BLOCK - 1
-
-
 def clean_environ(uid_range: tuple[int, int], extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without any SANDBOX_* setting, plus our uid block and `extra`."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("SANDBOX_")}
@@ -68,7 +61,7 @@ class Pending:
         self, command: list[str], args: tuple[str | Path, ...], env: dict[str, str] | None, stdin: str | None
     ) -> None:
         self.argv = [*command, *map(str, args)]
-        self.uid_range = new_uid_range()
+        self.uid_range = claim_uid_range()
         self.process = subprocess.Popen(
             self.argv,
             stdin=subprocess.PIPE,
@@ -235,7 +228,7 @@ def test_an_unreachable_cache_dir_is_a_clear_error(tmp_path):
 
 def test_invoke_with_stderr_closed_still_answers():
     """`sandbox-runtime invoke ... 2>&-`: no stderr at all; the result still comes out on stdout."""
-    uid_range = new_uid_range()
+    uid_range = claim_uid_range()
     result = subprocess.run(
         [*SANDBOX_RUNTIME, "invoke", "hello", "--template", "template.yaml"],
         stdout=subprocess.PIPE,
@@ -252,7 +245,7 @@ def test_invoke_with_stderr_closed_still_answers():
 
 def test_invoke_ends_when_its_stderr_goes_away():
     """`sandbox-runtime invoke ... 2>&1 | head -1`: a reader that stops reading must not hang the command."""
-    uid_range = new_uid_range()
+    uid_range = claim_uid_range()
     process = subprocess.Popen(
         [*SANDBOX_RUNTIME, "invoke", "timeout", "--template", "template.yaml", "-e", "-"],
         stdin=subprocess.PIPE,
@@ -364,7 +357,7 @@ class CommandService(ServiceProcess):
 
     def __init__(self, argv: list[str], *, port: int, env: dict[str, str] | None = None) -> None:
         self.port = port
-        self.uid_range = new_uid_range()
+        self.uid_range = claim_uid_range()
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sandbox-runtime-test-cli-{port}.log"
         environment = clean_environ(self.uid_range, {"SANDBOX_POOL_SIZE": "0", "SANDBOX_LOG_FORMAT": "json"})
