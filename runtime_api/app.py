@@ -75,67 +75,36 @@ class InvokeFastPath:
         await self.app(scope, receive, send)
 
     async def _invoke(self, scope: Any, receive: Any, send: Any, function_name: str) -> None:
-        request_id = new_request_id()
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:  # lower-case names already (uvicorn)
             key = name.decode("latin-1")
             if key not in headers:  # the first of a repeated header, as Starlette's Headers.get
                 headers[key] = value.decode("latin-1")
-        query = scope["query_string"]
-        qualifier = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("Qualifier") if query else None
-        call = InvokeCall(function_name, qualifier, headers, _body(receive), request_id)
         try:
-            response = await invoke_call(self._service, self.state.events, call)
+            response = await self.answer(function_name, scope["query_string"], headers, _body(receive))
         except _ClientGone:
             return
+        await response(scope, receive, send)
+
+    async def answer(
+        self, function_name: str, query: bytes, headers: dict[str, str], body: bytes | AsyncIterator[bytes]
+    ) -> Response:
+        """Invoke's answer, errors included; `headers` by lower-case name. Also the service's HTTP protocol's
+        (`http_protocol`), which takes small Invoke requests off the ASGI path."""
+        request_id = new_request_id()
+        qualifier = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("Qualifier") if query else None
+        call = InvokeCall(function_name, qualifier, headers, body, request_id)
+        try:
+            return await invoke_call(self._service, self.state.events, call)
         except LambdaServiceError as exc:
-            response = _error_response(request_id, exc)
+            return _error_response(request_id, exc)
+        except _ClientGone:
+            raise
         except Exception:
-            log.exception("request.failed", path=scope["path"], request_id=request_id)
-            response = _error_response(request_id, ServiceException("An internal error occurred; see the service log."))
-        await _in_one_write(response, scope, receive, send)
-
-
-async def _in_one_write(response: Response, scope: Any, receive: Any, send: Any) -> None:
-    """Send a buffered answer in one write where the server allows it: uvicorn writes the status line and
-    headers, then the body, as two writes (two segments, two wake-ups of the client). Its per-request
-    `send` is a method of an object whose `transport` it writes to; while this answer is sent, that is a
-    stand-in that gathers. Any other server (or a uvicorn without that attribute) gets the plain sends."""
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if transport is None or not callable(getattr(transport, "write", None)):
-        await response(scope, receive, send)
-        return
-    gathered = _Gathered(transport)
-    cycle.transport = gathered  # type: ignore[union-attr]
-    try:
-        await response(scope, receive, send)
-    finally:
-        cycle.transport = transport  # type: ignore[union-attr]
-        gathered.flush()
-
-
-class _Gathered:
-    """A transport whose writes wait for `flush` (or `close`); everything else is the real one's."""
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._parts: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self._parts.append(data)
-
-    def flush(self) -> None:
-        if self._parts:
-            self._transport.write(b"".join(self._parts))
-            self._parts.clear()
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+            log.exception(
+                "request.failed", path=f"{_INVOKE_PREFIX}{function_name}{_INVOKE_SUFFIX}", request_id=request_id
+            )
+            return _error_response(request_id, ServiceException("An internal error occurred; see the service log."))
 
 
 class _ClientGone(Exception):

@@ -222,6 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .http_protocol import protocol_for
     from .service import Service
     from .shutdown import GracefulServer
 
@@ -247,7 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-        **SERVER_OPTIONS,
+        **{**SERVER_OPTIONS, "http": protocol_for(app)},
     )
     # SIGTERM/SIGINT: drain to the deadline (`shutdown`), then re-raise the signal under the handlers
     # found: these, so that a completed graceful shutdown exits 0 instead of "killed by SIGTERM".

@@ -42,8 +42,9 @@ _LOG_TYPES = ("None", "Tail")
 
 
 class InvokeCall:
-    """What an Invoke-style request carries, however it arrived (a Starlette request, or the ASGI
-    scope itself on the Invoke fast path): header names are lower-case, the first value of each kept."""
+    """What an Invoke-style request carries, however it arrived (a Starlette request, the ASGI scope on
+    the Invoke fast path, or the service's HTTP protocol): header names are lower-case, the first value
+    of each kept; the body whole, or its pieces as they arrive."""
 
     __slots__ = ("body", "function_name", "headers", "qualifier", "request_id")
 
@@ -52,7 +53,7 @@ class InvokeCall:
         function_name: str,
         qualifier: str | None,
         headers: Mapping[str, str],
-        body: AsyncIterator[bytes],
+        body: bytes | AsyncIterator[bytes],
         request_id: str,
     ) -> None:
         self.function_name = function_name
@@ -236,18 +237,25 @@ def _client_context(raw: str | None) -> str | None:
     return text
 
 
-async def _read_payload(declared: str | None, body: AsyncIterator[bytes], invocation_type: str) -> bytes:
+async def _read_payload(declared: str | None, body: bytes | AsyncIterator[bytes], invocation_type: str) -> bytes:
+    """The request's payload (a whole body, or its pieces as they arrive), checked: within the limit of
+    its invocation type, and JSON."""
     limit = MAX_EVENT_REQUEST_BYTES if invocation_type == "Event" else MAX_REQUEST_BYTES
     if declared is not None and declared.isdigit() and int(declared) > limit:
         _too_large(int(declared), invocation_type, limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in body:
-        size += len(chunk)
-        if size > limit:
-            _too_large(size, invocation_type, limit)
-        chunks.append(chunk)
-    payload = b"".join(chunks)
+    if isinstance(body, bytes):
+        payload = body
+        if len(payload) > limit:
+            _too_large(len(payload), invocation_type, limit)
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in body:
+            size += len(chunk)
+            if size > limit:
+                _too_large(size, invocation_type, limit)
+            chunks.append(chunk)
+        payload = b"".join(chunks)
     if not payload.strip():
         return b"{}"
     try:

@@ -1,0 +1,149 @@
+"""The service's HTTP protocol: uvicorn's httptools protocol, with Invoke answered without ASGI.
+
+Invoke is the route every warm invocation takes, and its answer waits on nothing but the function:
+going through ASGI costs it a scope, a request/response cycle, a task that starts before the body
+has arrived and then waits for it, middleware calls and two writes, which on the warm path is a
+measurable share of the whole round trip (docs/performance.md). Here a small Invoke request (a
+Content-Length body up to uvicorn's flow-control high-water mark, no Expect, not pipelined behind
+another request) is kept whole as it arrives; once it is complete, one task answers it through
+`InvokeFastPath.answer` (the same answer as the ASGI route) and writes the status line, headers
+and body in one write, with the headers uvicorn would have written.
+
+Everything else (other routes, large or chunked bodies, `Expect: 100-continue`, pipelined requests)
+is uvicorn's own handling, unchanged: keep-alive, flow control, graceful shutdown and the
+in-flight task accounting that `shutdown.GracefulServer` waits on work the same for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from typing import TYPE_CHECKING
+
+import httptools
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from .logs import get_logger
+
+if TYPE_CHECKING:
+    from .app import InvokeFastPath
+
+log = get_logger("http")
+
+_INVOKE_PREFIX = "/2015-03-31/functions/"
+_INVOKE_SUFFIX = "/invocations"
+
+
+def protocol_for(app: InvokeFastPath) -> type[InvokeHttpProtocol]:
+    """The protocol class to give uvicorn (`uvicorn.Config(http=...)`) for a service's app."""
+    return type("InvokeHttpProtocol", (InvokeHttpProtocol,), {"invoke_app": app})
+
+
+class _Pending:
+    """An Invoke request taken off the ASGI path: the attributes uvicorn's protocol reads and sets on
+    its current request (`cycle`), and what the answer needs."""
+
+    __slots__ = ("body", "disconnected", "function_name", "headers", "keep_alive", "query", "response_complete")
+
+    def __init__(self, function_name: str, query: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool):
+        self.function_name = function_name
+        self.query = query
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.body = bytearray()
+        self.disconnected = False
+        self.response_complete = False
+
+    @property
+    def message_event(self) -> _Pending:
+        return self  # uvicorn wakes a cycle's reader with `cycle.message_event.set()`: nobody waits here
+
+    def set(self) -> None:
+        pass
+
+
+class InvokeHttpProtocol(HttpToolsProtocol):
+    invoke_app: InvokeFastPath  # set by `protocol_for`
+
+    def on_headers_complete(self) -> None:
+        pending = self._invoke_request()
+        if pending is None:
+            super().on_headers_complete()
+            return
+        self.scope["method"] = "POST"
+        self.cycle = pending  # type: ignore[assignment]
+
+    def _invoke_request(self) -> _Pending | None:
+        """The request as an Invoke to answer here, or None for uvicorn's ASGI handling."""
+        parser = self.parser
+        if parser.get_method() != b"POST" or self.expect_100_continue or parser.should_upgrade():
+            return None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return None  # pipelined behind a request still being answered: uvicorn queues it
+        declared = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                if declared is not None:
+                    return None
+                declared = value
+            elif name == b"transfer-encoding":
+                return None
+        if declared is None or not declared.isdigit() or int(declared) > HIGH_WATER_LIMIT:
+            return None
+        url = httptools.parse_url(self.url)
+        path = url.path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        if not (path.startswith(_INVOKE_PREFIX) and path.endswith(_INVOKE_SUFFIX)):
+            return None
+        if len(path) < len(_INVOKE_PREFIX) + len(_INVOKE_SUFFIX) or self.root_path:
+            return None
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        function_name = path[len(_INVOKE_PREFIX) : -len(_INVOKE_SUFFIX)]
+        return _Pending(function_name, url.query or b"", self.headers, keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        pending = self.cycle
+        if isinstance(pending, _Pending):
+            pending.body += body  # at most the declared Content-Length, which is below the high-water mark
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        pending = self.cycle
+        if not isinstance(pending, _Pending):
+            super().on_message_complete()
+            return
+        task = self.loop.create_task(self._answer(pending))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _answer(self, pending: _Pending) -> None:
+        try:
+            headers: dict[str, str] = {}
+            for name, value in pending.headers:
+                key = name.decode("latin-1")
+                if key not in headers:  # the first of a repeated header, as Starlette's Headers.get
+                    headers[key] = value.decode("latin-1")
+            response = await self.invoke_app.answer(pending.function_name, pending.query, headers, bytes(pending.body))
+            if pending.disconnected or self.transport.is_closing():
+                return
+            content = [STATUS_LINE[response.status_code]]
+            for name, value in (*self.server_state.default_headers, *response.raw_headers):
+                content += (name, b": ", value, b"\r\n")
+            if not pending.keep_alive:  # a Connection: close request, or a graceful shutdown meanwhile
+                content.append(b"connection: close\r\n")
+            content += (b"\r\n", bytes(response.body))
+            self.transport.write(b"".join(content))
+        except asyncio.CancelledError:  # shutting down, past its deadline: the connection closes, as uvicorn's
+            self.transport.close()
+            raise
+        except Exception:
+            log.exception("request.failed", function=pending.function_name)
+            self.transport.close()
+            return
+        pending.response_complete = True
+        if not pending.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
