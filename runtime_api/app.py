@@ -23,7 +23,7 @@ from .events import EventQueue
 from .heartbeat import Heartbeat
 from .invocation import new_request_id
 from .invoke import InvokeCall, invoke, invoke_async, invoke_call, invoke_with_response_stream
-from .logs import get_logger
+from .logs import bind_request_id, get_logger
 from .mcp_http import MCPEndpoint
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import openapi
@@ -39,14 +39,16 @@ EVENTS_DB = "events.db"  # the Event queue, in SANDBOX_DATA_DIR (`event_store`)
 
 
 class RequestIdMiddleware:
-    """Every request gets the id that `x-amzn-RequestId` (and the invocation) will carry."""
+    """Every request gets the id that `x-amzn-RequestId` (and the invocation) will carry, and every
+    event logged while it is handled carries it as `request_id`."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            scope.setdefault("state", {})["request_id"] = new_request_id()
+            request_id = scope.setdefault("state", {})["request_id"] = new_request_id()
+            bind_request_id(request_id)
         await self.app(scope, receive, send)
 
 
@@ -90,8 +92,10 @@ class InvokeFastPath:
         self, function_name: str, query: bytes, headers: dict[str, str], body: bytes | AsyncIterator[bytes]
     ) -> Response:
         """Invoke's answer, errors included; `headers` by lower-case name. Also the service's HTTP protocol's
-        (`http_protocol`), which takes small Invoke requests off the ASGI path."""
+        (`http_protocol`), which takes small Invoke requests off the ASGI path. Each call runs in a task
+        of its own (uvicorn's, or the protocol's), where the request id is bound for the log."""
         request_id = new_request_id()
+        bind_request_id(request_id)
         qualifier = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("Qualifier") if query else None
         call = InvokeCall(function_name, qualifier, headers, body, request_id)
         try:
@@ -101,9 +105,7 @@ class InvokeFastPath:
         except _ClientGone:
             raise
         except Exception:
-            log.exception(
-                "request.failed", path=f"{_INVOKE_PREFIX}{function_name}{_INVOKE_SUFFIX}", request_id=request_id
-            )
+            log.exception("request.failed", path=f"{_INVOKE_PREFIX}{function_name}{_INVOKE_SUFFIX}")
             return _error_response(request_id, ServiceException("An internal error occurred; see the service log."))
 
 
@@ -149,7 +151,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("request.failed", path=request.url.path, request_id=request.state.request_id)
+    log.exception("request.failed", path=request.url.path)
     return _error_response(
         request.state.request_id, ServiceException("An internal error occurred; see the service log.")
     )
@@ -225,6 +227,7 @@ def create_app(service: Service, *, reload_template: TemplateLoader | None = Non
         events = app.state.events = EventQueue(
             service, store, retry_delay=settings.event_retry_delay_seconds, control=control
         )
+        service.metrics.events = events
         heartbeat = None
         template_reloader = None
         try:
