@@ -40,16 +40,31 @@ EVENTS_DB = "events.db"  # the Event queue, in SANDBOX_DATA_DIR (`event_store`)
 
 class RequestIdMiddleware:
     """Every request gets the id that `x-amzn-RequestId` (and the invocation) will carry, and every
-    event logged while it is handled carries it as `request_id`."""
+    event logged while it is handled carries it as `request_id`. Answers that do not name it themselves
+    (the sessions API, /health, /metrics) get the header here, so any request's log lines can be found."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            request_id = scope.setdefault("state", {})["request_id"] = new_request_id()
-            bind_request_id(request_id)
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = scope.setdefault("state", {})["request_id"] = new_request_id()
+        bind_request_id(request_id)
+        header = (_REQUEST_ID_HEADER, request_id.encode())
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if all(name.lower() != _REQUEST_ID_HEADER for name, _ in headers):
+                    message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+_REQUEST_ID_HEADER = b"x-amzn-requestid"
 
 
 _INVOKE_PREFIX = "/2015-03-31/functions/"
@@ -160,17 +175,22 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 async def health(request: Request) -> Response:
     service: Service = request.app.state.service
     events: EventQueue = request.app.state.events
+    pools = service.describe()
+    sessions = service.sessions.describe()
     return JSONResponse(
         {
             "status": "healthy",
             "version": __version__,
             "functions": len(service.registry),
-            "pools": service.describe(),
-            "sessions": service.sessions.describe(),
+            "problems": _problems(pools, sessions, events),
+            "pools": pools,
+            "sessions": sessions,
             "events": {
                 "pending": events.pending,
+                "running": events.running,
                 "delivered": events.delivered,
                 "failed": events.failed,
+                "retries": dict(events.retries),
                 "store_problem": events.problem,
             },
             "isolation": service.settings.isolation,
@@ -181,6 +201,28 @@ async def health(request: Request) -> Response:
             },
         }
     )
+
+
+def _problems(pools: dict[str, Any], sessions: dict[str, Any], events: EventQueue) -> list[str]:
+    """What an operator should look at, one sentence each (the details are in /health's other members);
+    empty when everything works as configured. The service answers regardless: `status` stays healthy."""
+    problems = [
+        f"the {name} sandbox backend is unavailable: {status['detail']}"
+        for name, status in pools["backends"].items()
+        if not status["available"]
+    ]
+    if pools["limits"]["problem"]:
+        problems.append(f"sandboxes run without cgroup limits: {pools['limits']['problem']}")
+    generic = pools["generic_sandboxes"]
+    if not generic["enabled"] and generic["problem"]:
+        problems.append(f"no generic sandboxes, cold starts start from nothing: {generic['problem']}")
+    if unavailable := pools["unavailable"]:
+        problems.append(f"{len(unavailable)} function version(s) cannot run here (pools.unavailable)")
+    if not sessions["available"]:
+        problems.append(f"agent sessions are unavailable: {sessions['problem']}")
+    if events.problem:
+        problems.append(f"Event invocations cannot be accepted: {events.problem}")
+    return problems
 
 
 async def metrics(request: Request) -> Response:
