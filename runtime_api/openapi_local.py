@@ -200,6 +200,57 @@ def _sessions() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def _object(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An object with all of `properties` required."""
+    return {"type": "object", "required": list(properties), "properties": properties, **extra}
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_BACKEND = _object(
+    {
+        "name": {"type": "string"},
+        "available": {"type": "boolean"},
+        "detail": {"type": "string"},
+        "extra": {"type": "object"},
+    }
+)
+_POOL = _object(
+    {
+        "environments": {"type": "object", "additionalProperties": _COUNT},
+        "in_flight": _COUNT,
+        "queued": _COUNT,
+        "concurrency_limit": _COUNT,
+        "cold_starts": _COUNT,
+    }
+)
+# GET /health (`app.health`): what docs/api-reference.md#health describes.
+_HEALTH = _object({
+    "status": {"const": "healthy"},
+    "version": {"type": "string"},
+    "functions": _COUNT,
+    "problems": {"type": "array", "items": {"type": "string"}},
+    "pools": _object({
+        "environments": _object({"live": _COUNT, "limit": _COUNT}),
+        "limits": _object({"cgroups": {"type": "boolean"}, "problem": _TEXT_OR_NULL}),
+        "functions": {"type": "object", "additionalProperties": _POOL},
+        "unavailable": {"type": "object", "additionalProperties": {"type": "string"}},
+        "backend": {"anyOf": [{"type": "null"}, _BACKEND]},
+        "backends": {"type": "object", "additionalProperties": _BACKEND},
+        "generic_sandboxes": {"type": "object", "required": ["enabled", "problem"], "properties": {
+            "enabled": {"type": "boolean"}, "problem": _TEXT_OR_NULL, "size": _COUNT, "keys": _COUNT,
+            "ready": _COUNT, "starting": _COUNT, "taken": _COUNT, "missed": _COUNT}},
+    }),
+    "sessions": {"type": "object", "required": ["available", "problem", "active", "limit"], "properties": {
+        "available": {"type": "boolean"}, "problem": _TEXT_OR_NULL, "active": _COUNT, "limit": _COUNT}},
+    "events": _object({"pending": _COUNT, "running": _COUNT, "delivered": _COUNT, "failed": _COUNT,
+                       "retries": _object({"function_error": _COUNT, "throttled": _COUNT}),
+                       "store_problem": _TEXT_OR_NULL}),
+    "isolation": {"type": "string", "enum": ["bwrap", "docker"]},
+    "network": _object({"default": {"type": "string", "enum": ["egress proxy", "none"]}, "detail": {"type": "string"}}),
+})  # fmt: skip
+
+
 def local_paths() -> dict[str, dict[str, Any]]:
     function_name = {"name": "FunctionName", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
@@ -208,10 +259,8 @@ def local_paths() -> dict[str, dict[str, Any]]:
                 "operationId": "Health",
                 "summary": "The service's state: functions, pools, sessions, the event queue",
                 "tags": ["Service"],
-                "responses": {"200": {"description": "Healthy", "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["status", "version", "functions"],
-                    "properties": {"status": {"const": "healthy"}, "version": {"type": "string"},
-                                   "functions": {"type": "integer"}}}}}}},
+                "responses": {"200": {"description": "Healthy", "content": {"application/json": {
+                    "schema": _HEALTH}}}},
             }
         },
         "/metrics": {

@@ -132,6 +132,7 @@ class Service:
         self._uids = UidPool(first, last - first + 1)
         self._backends: dict[str, Backend] = {}
         self._docker: DockerBackend | None = None
+        self.docker_problem: str | None = None  # why Docker, wanted by a function, cannot be reached
         self._runtime_api: RuntimeAPIServer | None = None
         self._runtime_dir: Path | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -443,10 +444,12 @@ class Service:
             docker = DockerBackend(uid_pool=self._uids, docker_host=self.settings.docker_host)
             try:
                 docker.connect()
-            except DockerUnavailable:
+            except DockerUnavailable as exc:
                 docker.close()
+                self.docker_problem = str(exc)
                 raise
             self._docker = docker
+            self.docker_problem = None
             self._backends.setdefault("docker", docker)
         return self._docker
 
@@ -497,6 +500,7 @@ class Service:
             docker.close()
             if self.settings.isolation == "docker":
                 raise StartupError(str(exc)) from None
+            self.docker_problem = str(exc)
             for function in wanted:
                 self._launches.pop(function.key, None)
                 self.unavailable[function.key] = str(exc)
@@ -608,6 +612,7 @@ class Service:
             queue_timeout=self.settings.queue_timeout_seconds,
             pool_size=self.settings.pool_size,
             keep_alive=self.settings.keep_alive_seconds,
+            observer=self.metrics,
         )
 
     def _new_environment(self, pool: FunctionPool) -> Environment:
@@ -701,15 +706,26 @@ class Service:
         return result
 
     def describe(self) -> dict[str, Any]:
+        backends = self.describe_backends()
         return {
             "environments": {"live": self.capacity.live, "limit": self.capacity.limit},
-            "limits": {"cgroups": self._cgroups is not None, "problem": self.limits_problem},
+            "limits": backends["limits"],
             "functions": {name: pool.describe() for name, pool in self.pools.items()},
             "unavailable": dict(self.unavailable),
-            "backend": self._backends[self.settings.isolation].status().__dict__
-            if self.settings.isolation in self._backends
-            else None,
-            "backends": {name: backend.status().__dict__ for name, backend in self._backends.items()},
+            "backend": backends["backends"].get(self.settings.isolation),
+            "backends": backends["backends"],
+            "generic_sandboxes": backends["generic_sandboxes"],
+        }
+
+    def describe_backends(self) -> dict[str, Any]:
+        """The sandbox backends (each with `available` and, when it is not, `detail`: why), the cgroup
+        limits and the generic sandboxes: /health's and /metrics' view of them."""
+        backends = {name: backend.status().__dict__ for name, backend in self._backends.items()}
+        if self.docker_problem is not None and "docker" not in backends:
+            backends["docker"] = {"name": "docker", "available": False, "detail": self.docker_problem, "extra": {}}
+        return {
+            "backends": backends,
+            "limits": {"cgroups": self._cgroups is not None, "problem": self.limits_problem},
             "generic_sandboxes": self._generic_status(),
         }
 
