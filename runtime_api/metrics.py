@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .environment import END_REASONS
 
 if TYPE_CHECKING:
     from .events import EventQueue
@@ -139,8 +140,7 @@ class Metrics:
         )
         self.environment_stops = Counter(
             "sandbox_environment_stops",
-            "Execution environments that ended, by reason: timeout, init_timeout, init_error, extension_error, "
-            "oom, exit, start_failed, idle, evicted, over_limit, replaced, shutdown.",
+            f"Execution environments that ended, by reason: {', '.join(END_REASONS)}.",
             ["function", "reason"],
             registry=registry,
         )

@@ -180,7 +180,9 @@ class FunctionPool:
         try:
             await env.start()
         except (SandboxError, UidExhausted, OSError) as exc:
-            log.error("environment.start_failed", function=self.function.name, error=str(exc), **_for(invocation))
+            log.error(
+                "environment.start_failed", function=self.function.name, error=str(exc), **_request_of(invocation)
+            )
             env.state = State.FAILED
             env.note_end("start_failed")
             if self.observer is not None:
@@ -197,7 +199,7 @@ class FunctionPool:
                 )
                 invocation.future.set_exception(error)
             return
-        log.debug("environment.started", function=self.function.name, environment=env.id, **_for(invocation))
+        log.debug("environment.started", function=self.function.name, environment=env.id, **_request_of(invocation))
 
     def on_ready(self, env: Environment) -> None:
         self._init_failing = False
@@ -301,6 +303,6 @@ class FunctionPool:
         }
 
 
-def _for(invocation: Invocation | None) -> dict[str, str]:
+def _request_of(invocation: Invocation | None) -> dict[str, str]:
     """The log fields naming the invocation an environment event is about, if any."""
     return {"request_id": invocation.request_id} if invocation is not None else {}
