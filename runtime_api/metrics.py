@@ -2,7 +2,7 @@
 
 Counters and histograms move where things finish (`Service.invoke`, the pools' and the session
 manager's `observer` hooks); what is a state rather than an event (environments by state, invocations
-in flight, the machine budget, live sessions, the Event queue, the backends) and the counts their
+concurrent executions, the machine budget, live sessions, the Event queue, the backends) and the counts their
 owners keep anyway (sessions, Event deliveries) are read at scrape time, so they can never drift.
 Every metric is listed in docs/api-reference.md#metrics.
 
@@ -192,7 +192,7 @@ class Metrics:
 
 
 class _StateCollector(Collector):
-    """States read at scrape time: environments by function and state, invocations in flight, the
+    """States read at scrape time: environments by function and state, concurrent executions, the
     machine budget, the backends, sessions, the Event queue."""
 
     def __init__(self, service: Service, metrics: Metrics) -> None:
@@ -213,9 +213,9 @@ class _StateCollector(Collector):
         queued = GaugeMetricFamily(
             "sandbox_queued_invocations", "Invocations waiting for an environment.", labels=["function"]
         )
-        in_flight = GaugeMetricFamily(
-            "sandbox_invocations_in_flight",
-            "Invocations an environment has taken and not answered yet (the function's concurrency in use).",
+        executions = GaugeMetricFamily(
+            "sandbox_concurrent_executions",
+            "Invocations an environment has taken and not answered yet: the function's concurrency in use.",
             labels=["function"],
         )
         states: dict[tuple[str, str], int] = {}
@@ -227,16 +227,16 @@ class _StateCollector(Collector):
             for state, count in dict(described["environments"]).items():  # type: ignore[call-overload]
                 states[(name, state)] = states.get((name, state), 0) + count
             waiting[name] = waiting.get(name, 0) + int(described["queued"])  # type: ignore[call-overload]
-            running[name] = running.get(name, 0) + int(described["in_flight"])  # type: ignore[call-overload]
+            running[name] = running.get(name, 0) + int(described["concurrent_executions"])  # type: ignore[call-overload]
         for (function, state), count in sorted(states.items()):
             environments.add_metric([function, state], count)
         for function, count in sorted(waiting.items()):
             queued.add_metric([function], count)
         for function, count in sorted(running.items()):
-            in_flight.add_metric([function], count)
+            executions.add_metric([function], count)
         yield environments
         yield queued
-        yield in_flight
+        yield executions
         yield GaugeMetricFamily(
             "sandbox_environments_live", "Environments holding a place in the machine budget.",
             value=service.capacity.live,

@@ -218,7 +218,7 @@ _BACKEND = _object(
 _POOL = _object(
     {
         "environments": {"type": "object", "additionalProperties": _COUNT},
-        "in_flight": _COUNT,
+        "concurrent_executions": _COUNT,
         "queued": _COUNT,
         "concurrency_limit": _COUNT,
         "cold_starts": _COUNT,

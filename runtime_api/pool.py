@@ -290,13 +290,13 @@ class FunctionPool:
 
     def describe(self) -> dict[str, object]:
         states: dict[str, int] = {}
-        in_flight = 0
+        executing = 0
         for env in self.environments:
             states[env.state.value] = states.get(env.state.value, 0) + 1
-            in_flight += env.has_work
+            executing += env.has_work
         return {
             "environments": states,
-            "in_flight": in_flight,
+            "concurrent_executions": executing,
             "queued": len(self._queue),
             "concurrency_limit": self.limit,
             "cold_starts": self.cold_starts,

@@ -94,7 +94,7 @@ def test_invocation_metrics(start_service):
     assert value(samples, "sandbox_environment_stops_total", function="sleep", reason="timeout") == 1
     assert value(samples, "sandbox_environment_stops_total", function="crash", reason="exit") == 1
     assert value(samples, "sandbox_environment_stops_total", function="echo", reason="exit") == 0
-    assert exported(samples, "sandbox_invocations_in_flight", function="echo") == 0  # answered, all of them
+    assert exported(samples, "sandbox_concurrent_executions", function="echo") == 0  # answered, all of them
     # States, read from the pools when scraped: echo's one environment is idle and ready.
     assert value(samples, "sandbox_environments", function="echo", state="ready") == 1
     assert 1 <= value(samples, "sandbox_environments_live") <= 7
@@ -160,7 +160,7 @@ def test_out_of_memory_and_throttles_are_counted(start_service):
     assert value(samples, "sandbox_environment_starts_total", function="hog", kind="cold") == 1
 
 
-def test_invocations_in_flight(start_service):
+def test_concurrent_executions(start_service):
     service = start_service()
     client = service.client()
     answer: dict = {}
@@ -168,14 +168,14 @@ def test_invocations_in_flight(start_service):
     thread.start()
     try:
         wait_for(
-            lambda: value(scrape(service), "sandbox_invocations_in_flight", function="parallel") == 1, 10, "in flight"
+            lambda: value(scrape(service), "sandbox_concurrent_executions", function="parallel") == 1, 10, "running"
         )
-        assert service.health()["pools"]["functions"]["parallel"]["in_flight"] == 1
-        assert exported(scrape(service), "sandbox_invocations_in_flight", function="echo") == 0
+        assert service.health()["pools"]["functions"]["parallel"]["concurrent_executions"] == 1
+        assert exported(scrape(service), "sandbox_concurrent_executions", function="echo") == 0
     finally:
         thread.join(30)
     assert "FunctionError" not in answer
-    assert exported(scrape(service), "sandbox_invocations_in_flight", function="parallel") == 0
+    assert exported(scrape(service), "sandbox_concurrent_executions", function="parallel") == 0
 
 
 def test_event_queue_metrics(start_service):
