@@ -36,6 +36,7 @@ from .logs import get_logger
 from .metrics import Metrics
 from .output import LogSink
 from .pool import FunctionPool
+from .recent import Recent
 from .reload import HotReloader, start_hot_reload
 from .runtime import RuntimeAPIServer
 from .runtimes import (
@@ -151,6 +152,7 @@ class Service:
         self.reloader: HotReloader | None = None
         self.sessions = SessionManager(settings)  # agent sessions (`sessions.py`), served from `start`
         self.metrics = Metrics(self)  # GET /metrics (`metrics.py`)
+        self.recent = Recent(settings.status_invocations, settings.status_log_lines)  # the status page's
         self.sessions.observer = self.metrics
         self._session_launch: RuntimeLaunch | None = None
         self._session_problem: str | None = None
@@ -622,7 +624,7 @@ class Service:
             hooks=pool,
             serve_runtime_api=self._runtime_api.serve,
             serve_egress=self._serve_egress,
-            log_sink=_heard(self.log_sink),
+            log_sink=self.recent.sink(_heard(self.log_sink)),
             init_limit=self.settings.init_timeout_seconds,
             log_limit=self.settings.log_limit_bytes,
             extensions=extensions,
@@ -691,11 +693,14 @@ class Service:
         pool = self.pool_for(invocation.function)
         try:
             result = await pool.invoke(invocation)
-        except TooManyRequestsException:
+            self.recent.invoked(invocation, result)
+        except TooManyRequestsException as exc:
             self.metrics.refused(invocation.function.name, "throttled")
+            self.recent.refused(invocation, exc)
             raise
-        except Exception:
+        except Exception as exc:
             self.metrics.refused(invocation.function.name, "service_error")
+            self.recent.refused(invocation, exc)
             raise
         self.metrics.invoked(invocation.function.name, result)
         return result
