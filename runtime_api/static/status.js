@@ -152,7 +152,7 @@
       const start = el("span", clock(i.start_time));
       start.title = i.start_time;
       const cells = [start, i.function, el("code", i.request_id), ms(i.duration_ms), outcome, i.error_message];
-      return row(cells, { 3: "num", 5: "message" });
+      return row(cells, { 1: "nowrap", 3: "num", 5: "message" });
     });
     fill("invocations", rows, "No invocations yet.");
   }
@@ -174,7 +174,8 @@
     const div = el("div", null, PLATFORM.test(line.text) ? "line platform" : "line");
     const at = el("span", clock(line.time), "time");
     at.title = line.time;
-    div.append(at, el("span", line.function, "fn"), el("span", line.text, "text"));
+    // A runtime writes a multi-line record (a stack trace) with \r between its lines: shown as lines.
+    div.append(at, el("span", line.function, "fn"), el("span", line.text.replaceAll("\r", "\n"), "text"));
     if (line.truncated > 0) div.append(el("span", ` … (${line.truncated} more characters)`, "muted"));
     if (line.request_id) div.title = `RequestId: ${line.request_id}`;
     return div;
