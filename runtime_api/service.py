@@ -697,7 +697,9 @@ class Service:
         except Exception:
             self.metrics.refused(invocation.function.name, "service_error")
             raise
-        self.metrics.invoked(invocation.function.name, result)
+        # Counted once the caller's answer is out: on the warm path the answer is written in this task
+        # step, and this callback runs right after it.
+        asyncio.get_running_loop().call_soon(self.metrics.invoked, invocation.function.name, result)
         return result
 
     def describe(self) -> dict[str, Any]:
