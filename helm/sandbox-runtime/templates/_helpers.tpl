@@ -50,8 +50,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Refuse combinations that Kubernetes would reject late, or that would break the service. */}}
 {{- define "sandbox-runtime.validate" -}}
 {{- $security := .Values.securityContext | default dict }}
-{{- if and (eq (toString $security.procMount) "Unmasked") .Values.hostUsers }}
-{{- fail "securityContext.procMount: Unmasked needs hostUsers: false (Kubernetes refuses it otherwise); without user namespaces for pods, set hostUsers: true and securityContext: {privileged: true} (docs/deployment.md#the-security-context)" }}
+{{- if and (eq (toString $security.procMount) "Unmasked") .Values.hostUsers (ne (toString $security.privileged) "true") }}
+{{- fail "securityContext.procMount: Unmasked needs hostUsers: false (Kubernetes refuses it otherwise); without user namespaces for pods, set hostUsers: true and securityContext.privileged: true (docs/deployment.md#the-security-context)" }}
 {{- end }}
 {{- if and (not .Values.hostUsers) (hasKey .Values.env "SANDBOX_UID_RANGE") }}
 {{- $last := regexReplaceAll "^.*-" (toString .Values.env.SANDBOX_UID_RANGE) "" | atoi }}
