@@ -188,7 +188,8 @@ def test_default_template_is_the_bundled_one_and_loads(tmp_path):
     name, key = mounted_configmap_file(deployment, path)
     assert name == configmap["metadata"]["name"]
     text = configmap["data"][key]
-    assert text == (REPO / "template.yaml").read_text().rstrip("\n")
+    bundled = (REPO / "template.yaml").read_text().rstrip("\n")
+    assert text == bundled, "helm/sandbox-runtime/files/template.yaml is no longer the bundled template.yaml"
     assert loads(text, tmp_path) == EXAMPLE_FUNCTIONS
     # Mounted where the image keeps the example code, so its relative CodeUri resolve there.
     assert Path(path).parent == Path(_dockerfile_workdir())
