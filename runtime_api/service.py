@@ -688,21 +688,28 @@ class Service:
         return pool
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:
-        if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
-            await reloading  # its code changed: the new code serves this invocation
-        pool = self.pool_for(invocation.function)
+        metrics = self.metrics
+        metrics.in_flight += 1
         try:
-            result = await pool.invoke(invocation)
-            self.recent.invoked(invocation, result)
-        except TooManyRequestsException as exc:
-            self.metrics.refused(invocation.function.name, "throttled")
-            self.recent.refused(invocation, exc)
-            raise
-        except Exception as exc:
-            self.metrics.refused(invocation.function.name, "service_error")
-            self.recent.refused(invocation, exc)
-            raise
-        self.metrics.invoked(invocation.function.name, result)
+            if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
+                await reloading  # its code changed: the new code serves this invocation
+            pool = self.pool_for(invocation.function)
+            try:
+                result = await pool.invoke(invocation)
+                self.recent.invoked(invocation, result)
+            except TooManyRequestsException as exc:
+                metrics.refused(invocation.function.name, "throttled")
+                self.recent.refused(invocation, exc)
+                raise
+            except Exception as exc:
+                metrics.refused(invocation.function.name, "service_error")
+                self.recent.refused(invocation, exc)
+                raise
+        finally:
+            metrics.in_flight -= 1
+        # Counted once the caller's answer is out: on the warm path the answer is written in this task
+        # step, and this callback runs right after it.
+        asyncio.get_running_loop().call_soon(metrics.invoked, invocation.function.name, result)
         return result
 
     def describe(self) -> dict[str, Any]:
