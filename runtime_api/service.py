@@ -696,7 +696,6 @@ class Service:
             pool = self.pool_for(invocation.function)
             try:
                 result = await pool.invoke(invocation)
-                self.recent.invoked(invocation, result)
             except TooManyRequestsException as exc:
                 metrics.refused(invocation.function.name, "throttled")
                 self.recent.refused(invocation, exc)
@@ -709,8 +708,12 @@ class Service:
             metrics.in_flight -= 1
         # Counted once the caller's answer is out: on the warm path the answer is written in this task
         # step, and this callback runs right after it.
-        asyncio.get_running_loop().call_soon(metrics.invoked, invocation.function.name, result)
+        asyncio.get_running_loop().call_soon(self._counted, invocation, result)
         return result
+
+    def _counted(self, invocation: Invocation, result: InvocationResult) -> None:
+        self.metrics.invoked(invocation.function.name, result)
+        self.recent.invoked(invocation, result)
 
     def describe(self) -> dict[str, Any]:
         return {
