@@ -1,9 +1,10 @@
 """Prometheus metrics (`GET /metrics`): one registry per service, so services in one process don't clash.
 
 Counters and histograms move where things finish (`Service.invoke`, the pools' and the session
-manager's `observer` hooks); what is a state rather than an event (environments by state, invocations
-concurrent executions, the machine budget, live sessions, the Event queue, the backends) and the counts their
+manager's `observer` hooks); what is a state rather than an event (environments by state, concurrent
+executions, the machine budget, live sessions, the Event queue, the backends) and the counts their
 owners keep anyway (sessions, Event deliveries) are read at scrape time, so they can never drift.
+(Invocations in flight, replica-wide, are the one count the invoke path keeps itself: `in_flight`.)
 Every metric is listed in docs/api-reference.md#metrics.
 
 The invoke path is kept cheap: each function's label children are made once and cached, so an
@@ -147,6 +148,9 @@ class Metrics:
         self.events: EventQueue | None = None  # the app's Event queue, read at scrape time once it exists
         registry.register(_StateCollector(service, self))
         self._functions: dict[str, _FunctionMetrics] = {}
+        # Invocations accepted and not answered yet (waiting, starting an environment, running): a plain
+        # int the invoke path moves (`Service.invoke`) and a scrape reads. What an autoscaler scales on.
+        self.in_flight = 0
 
     def _function(self, name: str) -> _FunctionMetrics:
         metrics = self._functions.get(name)
@@ -227,7 +231,8 @@ class _StateCollector(Collector):
             for state, count in dict(described["environments"]).items():  # type: ignore[call-overload]
                 states[(name, state)] = states.get((name, state), 0) + count
             waiting[name] = waiting.get(name, 0) + int(described["queued"])  # type: ignore[call-overload]
-            running[name] = running.get(name, 0) + int(described["concurrent_executions"])  # type: ignore[call-overload]
+            executing = int(described["concurrent_executions"])  # type: ignore[call-overload]
+            running[name] = running.get(name, 0) + executing
         for (function, state), count in sorted(states.items()):
             environments.add_metric([function, state], count)
         for function, count in sorted(waiting.items()):
@@ -237,6 +242,12 @@ class _StateCollector(Collector):
         yield environments
         yield queued
         yield executions
+        yield GaugeMetricFamily(
+            "sandbox_invocations_in_flight",
+            "Invocations this replica has accepted and not answered yet: waiting for an environment, "
+            "starting one, or running (Event attempts included).",
+            value=service.metrics.in_flight,
+        )
         yield GaugeMetricFamily(
             "sandbox_environments_live", "Environments holding a place in the machine budget.",
             value=service.capacity.live,

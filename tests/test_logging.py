@@ -134,7 +134,7 @@ def test_a_destination_invocation_is_logged_under_its_own_request_id(service):
     assert routed and routed[0]["request_id"] != request_id(accepted)
     assert_all_carry(routed, routed[0]["request_id"])
     assert platform_lines(routed) == ["START", "END", "REPORT"]
-    assert [e["event"] for e in routed][-1] == "event.delivered"
+    assert [e["event"] for e in routed].count("event.delivered") == 1
 
 
 def test_an_environment_does_not_carry_the_request_that_started_it(service):
