@@ -1,8 +1,8 @@
-# Minimal image; the hardened multi-stage image and the Helm chart come with the deployment issue.
+# Minimal image; the hardened multi-stage image comes with the deployment issue.
 #
 # bubblewrap needs to create user namespaces inside the container and the service must enter each
-# sandbox's network namespace, so run it with:
-#   docker run --rm -p 8000:8000 --cap-add SYS_ADMIN \
+# sandbox's network namespace, so run it with (docs/deployment.md; on Kubernetes, helm/sandbox-runtime):
+#   docker run --rm -p 8000:8000 --cap-add SYS_ADMIN --cap-add SYS_PTRACE \
 #     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
 #     --security-opt systempaths=unconfined sandbox-runtime
 FROM python:3.11-slim-bookworm

@@ -31,6 +31,7 @@ from .service import Service, StartupError
 from .session_errors import InvalidRequestError
 from .session_routes import PREFIX as SESSIONS_PREFIX
 from .session_routes import routes as session_routes
+from .status_page import routes as status_routes
 from .template_reload import TemplateLoader, TemplateReloader
 
 log = get_logger("app")
@@ -200,6 +201,7 @@ def routes(mcp: Any) -> list[BaseRoute]:
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *status_routes(),  # GET /: the status page, and the JSON it polls (/status/...)
         Route("/mcp", mcp),
         *session_routes(),  # /workspace/se/...: agent sessions
         *control_routes(),

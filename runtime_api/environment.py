@@ -535,42 +535,67 @@ class Environment:
             self._output.drain()
         self._output.end_phase(invocation)
         duration_ms = (time.perf_counter() - self._started_at) * 1000
-        if note:
-            self._output.platform_line(invocation, note)
         init_ms = self.init_duration_ms if invocation is self._cold else None
-        self._output.platform_line(invocation, f"END RequestId: {invocation.request_id}")
-        if self.telemetry.wants("platform"):
-            record = {
-                "requestId": invocation.request_id,
-                "status": _status(error_type),
-                "metrics": {"durationMs": round(duration_ms, 3), "producedBytes": len(payload)},
-                "tracing": _tracing(invocation),
-            }
-            if error_type:
-                record["errorType"] = error_type
-            self.telemetry.emit("platform", "platform.runtimeDone", record)
-        self._report = (invocation, init_ms, error_type)
-        if self._owed and invocation is self._current and error_type != "Sandbox.Timedout" and self.alive:
-            # Extensions still work on this invocation: the caller gets its answer now; REPORT (and the
-            # environment's next invocation) wait for them, within the invocation's deadline.
-            remaining = max(0.0, invocation.deadline_ms / 1000 - time.time())
-            self._timer = self._loop.call_later(remaining, self._on_invoke_phase_timeout, invocation)
-        else:
+        # Extensions still working on this invocation: the caller gets its answer now; REPORT (and the
+        # environment's next invocation) wait for them, within the invocation's deadline.
+        extensions_busy = (
+            bool(self._owed) and invocation is self._current and error_type != "Sandbox.Timedout" and self.alive
+        )
+        if not extensions_busy:
             self._owed.clear()
-            self._write_report(duration_ms=duration_ms)
         self.invocations += 1
         if invocation.stream is not None:
             invocation.stream.close()
+        ended = (invocation, len(payload), error_type, note, duration_ms, init_ms, extensions_busy)
+        wants_tail = invocation.wants_log_tail
+        if wants_tail or extensions_busy:
+            self._log_end(*ended)
         invocation.resolve(
             InvocationResult(
                 payload=payload,
                 function_error="Unhandled" if error_type else None,
                 error_type=error_type,
-                log_tail=invocation.log.tail(),
+                log_tail=invocation.log.tail() if wants_tail else b"",
                 duration_ms=duration_ms,
                 init_duration_ms=init_ms,
             )
         )
+        if not (wants_tail or extensions_busy):
+            # Nobody waits for the log lines: the answer goes out first (resolving has just queued the
+            # caller's task), END and REPORT right after it, before the loop takes anything else in.
+            self._loop.call_soon(self._log_end, *ended)
+
+    def _log_end(
+        self,
+        invocation: Invocation,
+        produced: int,
+        error_type: str | None,
+        note: str,
+        duration_ms: float,
+        init_ms: float | None,
+        extensions_busy: bool,
+    ) -> None:
+        """The platform lines (and telemetry) that end an invocation: its note, END, then REPORT unless
+        extensions still work on it (then their next call, or the deadline, writes it)."""
+        self._report = (invocation, init_ms, error_type)
+        if note:
+            self._output.platform_line(invocation, note)
+        self._output.platform_line(invocation, f"END RequestId: {invocation.request_id}")
+        if self.telemetry.wants("platform"):
+            record = {
+                "requestId": invocation.request_id,
+                "status": _status(error_type),
+                "metrics": {"durationMs": round(duration_ms, 3), "producedBytes": produced},
+                "tracing": _tracing(invocation),
+            }
+            if error_type:
+                record["errorType"] = error_type
+            self.telemetry.emit("platform", "platform.runtimeDone", record)
+        if extensions_busy:
+            remaining = max(0.0, invocation.deadline_ms / 1000 - time.time())
+            self._timer = self._loop.call_later(remaining, self._on_invoke_phase_timeout, invocation)
+        else:
+            self._write_report(duration_ms=duration_ms)
 
     def _write_report(self, status: str | None = None, *, duration_ms: float | None = None) -> None:
         """REPORT for the invocation that just ended: its duration runs until the runtime answered and

@@ -130,6 +130,9 @@ class Metrics:
         )
         registry.register(_StateCollector(service))
         self._functions: dict[str, _FunctionMetrics] = {}
+        # Invocations accepted and not answered yet (waiting, starting an environment, running): a plain
+        # int the invoke path moves (`Service.invoke`) and a scrape reads. What an autoscaler scales on.
+        self.in_flight = 0
 
     def _function(self, name: str) -> _FunctionMetrics:
         metrics = self._functions.get(name)
@@ -200,6 +203,12 @@ class _StateCollector(Collector):
             queued.add_metric([function], count)
         yield environments
         yield queued
+        yield GaugeMetricFamily(
+            "sandbox_invocations_in_flight",
+            "Invocations this replica has accepted and not answered yet: waiting for an environment, "
+            "starting one, or running (Event attempts included).",
+            value=service.metrics.in_flight,
+        )
         yield GaugeMetricFamily(
             "sandbox_environments_live", "Environments holding a place in the machine budget.",
             value=service.capacity.live,

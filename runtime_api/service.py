@@ -36,6 +36,7 @@ from .logs import get_logger
 from .metrics import Metrics
 from .output import LogSink
 from .pool import FunctionPool
+from .recent import Recent
 from .reload import HotReloader, start_hot_reload
 from .runtime import RuntimeAPIServer
 from .runtimes import (
@@ -151,6 +152,7 @@ class Service:
         self.reloader: HotReloader | None = None
         self.sessions = SessionManager(settings)  # agent sessions (`sessions.py`), served from `start`
         self.metrics = Metrics(self)  # GET /metrics (`metrics.py`)
+        self.recent = Recent(settings.status_invocations, settings.status_log_lines)  # the status page's
         self.sessions.observer = self.metrics
         self._session_launch: RuntimeLaunch | None = None
         self._session_problem: str | None = None
@@ -622,7 +624,7 @@ class Service:
             hooks=pool,
             serve_runtime_api=self._runtime_api.serve,
             serve_egress=self._serve_egress,
-            log_sink=_heard(self.log_sink),
+            log_sink=self.recent.sink(_heard(self.log_sink)),
             init_limit=self.settings.init_timeout_seconds,
             log_limit=self.settings.log_limit_bytes,
             extensions=extensions,
@@ -686,19 +688,32 @@ class Service:
         return pool
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:
-        if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
-            await reloading  # its code changed: the new code serves this invocation
-        pool = self.pool_for(invocation.function)
+        metrics = self.metrics
+        metrics.in_flight += 1
         try:
-            result = await pool.invoke(invocation)
-        except TooManyRequestsException:
-            self.metrics.refused(invocation.function.name, "throttled")
-            raise
-        except Exception:
-            self.metrics.refused(invocation.function.name, "service_error")
-            raise
-        self.metrics.invoked(invocation.function.name, result)
+            if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
+                await reloading  # its code changed: the new code serves this invocation
+            pool = self.pool_for(invocation.function)
+            try:
+                result = await pool.invoke(invocation)
+            except TooManyRequestsException as exc:
+                metrics.refused(invocation.function.name, "throttled")
+                self.recent.refused(invocation, exc)
+                raise
+            except Exception as exc:
+                metrics.refused(invocation.function.name, "service_error")
+                self.recent.refused(invocation, exc)
+                raise
+        finally:
+            metrics.in_flight -= 1
+        # Counted once the caller's answer is out: on the warm path the answer is written in this task
+        # step, and this callback runs right after it.
+        asyncio.get_running_loop().call_soon(self._counted, invocation, result)
         return result
+
+    def _counted(self, invocation: Invocation, result: InvocationResult) -> None:
+        self.metrics.invoked(invocation.function.name, result)
+        self.recent.invoked(invocation, result)
 
     def describe(self) -> dict[str, Any]:
         return {

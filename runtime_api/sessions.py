@@ -238,6 +238,10 @@ class SessionManager:
             raise SessionExpiredError(why)
         raise SessionNotFoundError(f"Session '{session_id}' does not exist")
 
+    def live(self) -> list[tuple[str, Session]]:
+        """The live sessions with their ids, oldest first."""
+        return sorted(self._sessions.items(), key=lambda item: item[1].created_at)
+
     def status(self, session_id: str) -> dict[str, Any]:
         session = self.get(session_id)
         idle = time.monotonic() - session.last_activity

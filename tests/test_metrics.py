@@ -98,6 +98,34 @@ def test_throttled_invocations_are_counted(start_service):
     assert value(samples, "sandbox_invocations_total", function="sleep", outcome="throttled") == throttled
 
 
+def test_in_flight_invocations_rise_and_fall(start_service):
+    """The gauge a HorizontalPodAutoscaler scales on: present (0) before any invocation, one per invocation
+    still running, 0 again once they are answered, whatever their outcome."""
+    service = start_service()
+    client = service.client()
+    assert ("sandbox_invocations_in_flight", ()) in scrape(service)
+    assert value(scrape(service), "sandbox_invocations_in_flight") == 0
+    outcomes = []
+
+    def call(name: str, seconds: float) -> None:
+        outcomes.append(invoke(client, name, {"seconds": seconds}).get("FunctionError"))
+
+    def in_flight(count: int) -> None:
+        wait_for(lambda: value(scrape(service), "sandbox_invocations_in_flight") == count, 20, f"{count} in flight")
+
+    threads = [threading.Thread(target=call, args=("parallel", 5)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    in_flight(3)
+    threads.append(threading.Thread(target=call, args=("sleep", 3)))  # Timeout: 1, answered Sandbox.Timedout
+    threads[-1].start()
+    in_flight(4)
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes, key=str) == [None, None, None, "Unhandled"]
+    assert value(scrape(service), "sandbox_invocations_in_flight") == 0
+
+
 @pytest.fixture(scope="module")
 def session_service() -> Iterator[ServiceProcess]:
     running = ServiceProcess(FUNCTIONS / "sessions.yaml", env={"SANDBOX_SESSION_POOL_SIZE": "0"})
