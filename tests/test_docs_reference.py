@@ -195,6 +195,10 @@ def test_troubleshooting_covers_every_error() -> None:
     messages = _message_fragments(
         "runtime_api/service.py", "runtime_api/runtimes.py", "runtime_api/app.py", "sandbox/docker.py"
     )
+    # What the scripts say when they stop (up to the first variable or semicolon).
+    for script in (REPO / "scripts").iterdir():
+        for said in re.findall(r'echo "(error: [^"]*)"', script.read_text()):
+            messages.add(re.split(r"[$;]", said)[0].strip())
     missing = sorted(m for m in messages if re.sub(r"\s+", " ", m) not in page)
     assert not missing, f"messages troubleshooting.md does not quote: {missing}"
 
