@@ -150,3 +150,40 @@ def test_the_health_example_has_the_fields_of_a_real_answer(docs: DocsRunner) ->
     for path in ("sessions", "sessions.pool", "events", "network"):
         assert at(example, path) == at(real, path), path
     assert at(example, "pools.functions.hello") == at(real, "pools.functions.hello")
+
+
+def _json_under(page: Path, heading: str) -> dict:
+    """The first json block after a heading of the page."""
+    text = page.read_text()
+    start = text.index(f"\n{heading}\n")
+    (first,) = [b for b in blocks(page) if b.lang == "json" and b.line > text[:start].count("\n") + 1][:1]
+    return json.loads(first.text)
+
+
+def test_the_session_examples_have_the_fields_of_real_answers(docs: DocsRunner) -> None:
+    """The sessions API's answers as api-reference.md shows them have the fields a real session's have."""
+    import httpx
+
+    prefix = "### "
+    with httpx.Client(base_url=f"{docs.service.url}/workspace/se", timeout=30) as http:
+        real = {
+            "POST /workspace/se/session/{session_id}": http.post("/session/docs-fields").json(),
+            "POST /workspace/se/execute_code/{session_id}": http.post(
+                "/execute_code/docs-fields",
+                json={"code": "def handler(event):\n    return {'doubled': event['n'] * 2}", "event": {"n": 21}},
+            ).json(),
+            "POST /workspace/se/upload/{session_id}": http.post(
+                "/upload/docs-fields", files={"file": ("data.csv", b"a,b\n")}, data={"path": "data/"}
+            ).json(),
+            "GET /workspace/se/files/{session_id}": http.get("/files/docs-fields").json(),
+            "GET /workspace/se/status/{session_id}": http.get("/status/docs-fields").json(),
+        }
+        http.delete("/session/docs-fields")
+    for heading, answer in real.items():
+        example = _json_under(API_REFERENCE, prefix + heading)
+        assert answer["success"] and set(example["data"]) == set(answer["data"]), heading
+        for key, value in example["data"].items():
+            if isinstance(value, dict):
+                assert set(value) == set(answer["data"][key]), f"{heading}: {key}"
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                assert set(value[0]) == set(answer["data"][key][0]), f"{heading}: {key}"
