@@ -200,7 +200,7 @@ def table(table_rows: list[dict[str, Any]], columns: tuple[str, str] = ("service
             f"{r['service']:.{digits}f} {r['unit']}",
             f"{r['floor']:.{digits}f} {r['unit']}",
             f"{r['ratio']:.2f}x",
-            "" if r["target"] is None else f"<= {r['target']:g}x",
+            "" if r["target"] is None else f"<= {r['target']:.3g}x",
             r["status"],
         )
         lines.append(line[: len(header)])
@@ -219,7 +219,7 @@ def markdown(table_rows: list[dict[str, Any]], columns: tuple[str, str] = ("serv
     ]
     for r in table_rows:
         digits = 0 if r["unit"] == "req/s" else 2
-        target = "" if r["target"] is None else f"≤ {r['target']:g}{TIMES}"
+        target = "" if r["target"] is None else f"≤ {r['target']:.3g}{TIMES}"
         out.append(
             f"| {r['metric']} | {r['service']:.{digits}f} {r['unit']} | {r['floor']:.{digits}f} {r['unit']} "
             f"| {r['ratio']:.2f}{TIMES} |" + (f" {target} | {r['status']} |" if targets else "")
