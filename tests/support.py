@@ -6,6 +6,7 @@ import base64
 import contextlib
 import errno
 import importlib.metadata
+import io
 import json
 import os
 import random
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,16 @@ def invoke(client, name: str, event: object = None, **kwargs: object) -> tuple[d
         kwargs["Payload"] = event if isinstance(event, bytes) else json.dumps(event).encode()
     response = client.invoke(FunctionName=name, **kwargs)
     return response, response["Payload"].read()
+
+
+def package(source: str, *, name: str = "app.py", extra: dict[str, bytes] | None = None) -> bytes:
+    """A function's deployment package (a zip) with `source` as `name`, plus `extra` members."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, source)
+        for member, data in (extra or {}).items():
+            archive.writestr(member, data)
+    return buffer.getvalue()
 
 
 def request_id(response: dict) -> str:

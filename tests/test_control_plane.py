@@ -6,32 +6,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import subprocess
 import time
 import urllib.request
 import uuid
-import zipfile
 from collections import Counter
 
 import boto3
 import pytest
 from botocore.exceptions import WaiterError
 from conftest import REPO, TEST_TEMPLATE, ServiceProcess, free_port
-from support import aws_cli_environment, invoke, logged_records, wait_for, wait_for_port
+from support import aws_cli_environment, invoke, logged_records, package, wait_for, wait_for_port
 
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function"
-
-
-def package(source: str, *, name: str = "app.py", extra: dict[str, bytes] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(name, source)
-        for member, data in (extra or {}).items():
-            archive.writestr(member, data)
-    return buffer.getvalue()
 
 
 def handler_returning(value: object) -> bytes:
