@@ -17,10 +17,15 @@ own_namespace() {
 
 if [ "$(id -u)" = 0 ] && [ -d /sys/fs/cgroup ]; then
     if own_namespace; then
-        # Mount point and options of every read-only cgroup (v1) or cgroup2 mount.
-        awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) ~ /^cgroup2?$/) print $5, $6; break } }' \
+        # Type, mount point, mount options and superblock options of every cgroup mount.
+        awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { print $(i + 1), $5, $6, $(i + 3); break } }' \
             /proc/self/mountinfo |
-            while read -r target options; do
+            while read -r type target options super; do
+                # v2's one hierarchy, or the three v1 hierarchies the service uses; no other.
+                case "$type:,$super," in
+                cgroup2:* | cgroup:*,memory,* | cgroup:*,pids,* | cgroup:*,cpu,*) ;;
+                *) continue ;;
+                esac
                 case ",$options," in
                 *,ro,*)
                     # bind: change this mount's flags only, not the shared cgroup superblock's.
