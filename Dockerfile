@@ -11,6 +11,8 @@
 #     --security-opt seccomp=docker-seccomp.json --security-opt systempaths=unconfined \
 #     --security-opt no-new-privileges sandbox-runtime
 #
+# On Kubernetes, the Helm chart in helm/sandbox-runtime runs it (docs/deployment.md#kubernetes).
+#
 # BASE is any Debian bookworm image with Python 3.11 as `python3` (venv included): requirements.lock
 # is resolved for CPython 3.11 on Linux. Pin it by digest for reproducible builds, e.g.
 # --build-arg BASE=python:3.11-slim-bookworm@sha256:<digest>. Without a registry, scripts/image

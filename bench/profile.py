@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             # --nonblocking reads without pausing the target (less distortion); py-spy cannot
             # unwind native frames that way.
             cmd.append("--native" if args.native else "--nonblocking")
+            cmd += ["--gil"] if name == "service" else []
             spies[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for name, proc in spies.items():
             _, err = proc.communicate()

@@ -23,7 +23,7 @@ from .events import EventQueue
 from .heartbeat import Heartbeat
 from .invocation import new_request_id
 from .invoke import InvokeCall, invoke, invoke_async, invoke_call, invoke_with_response_stream
-from .logs import get_logger
+from .logs import bind_request_id, get_logger
 from .mcp_http import MCPEndpoint
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import openapi
@@ -31,6 +31,7 @@ from .service import Service, StartupError
 from .session_errors import InvalidRequestError
 from .session_routes import PREFIX as SESSIONS_PREFIX
 from .session_routes import routes as session_routes
+from .status_page import routes as status_routes
 from .template_reload import TemplateLoader, TemplateReloader
 
 log = get_logger("app")
@@ -39,15 +40,32 @@ EVENTS_DB = "events.db"  # the Event queue, in SANDBOX_DATA_DIR (`event_store`)
 
 
 class RequestIdMiddleware:
-    """Every request gets the id that `x-amzn-RequestId` (and the invocation) will carry."""
+    """Every request gets the id that `x-amzn-RequestId` (and the invocation) will carry, and every
+    event logged while it is handled carries it as `request_id`. Answers that do not name it themselves
+    (the sessions API, /health, /metrics) get the header here, so any request's log lines can be found."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["request_id"] = new_request_id()
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = scope.setdefault("state", {})["request_id"] = new_request_id()
+        bind_request_id(request_id)
+        header = (_REQUEST_ID_HEADER, request_id.encode())
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if all(name.lower() != _REQUEST_ID_HEADER for name, _ in headers):
+                    message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+_REQUEST_ID_HEADER = b"x-amzn-requestid"
 
 
 _INVOKE_PREFIX = "/2015-03-31/functions/"
@@ -90,8 +108,10 @@ class InvokeFastPath:
         self, function_name: str, query: bytes, headers: dict[str, str], body: bytes | AsyncIterator[bytes]
     ) -> Response:
         """Invoke's answer, errors included; `headers` by lower-case name. Also the service's HTTP protocol's
-        (`http_protocol`), which takes small Invoke requests off the ASGI path."""
+        (`http_protocol`), which takes small Invoke requests off the ASGI path. Each call runs in a task
+        of its own (uvicorn's, or the protocol's), where the request id is bound for the log."""
         request_id = new_request_id()
+        bind_request_id(request_id)
         qualifier = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("Qualifier") if query else None
         call = InvokeCall(function_name, qualifier, headers, body, request_id)
         try:
@@ -101,9 +121,7 @@ class InvokeFastPath:
         except _ClientGone:
             raise
         except Exception:
-            log.exception(
-                "request.failed", path=f"{_INVOKE_PREFIX}{function_name}{_INVOKE_SUFFIX}", request_id=request_id
-            )
+            log.exception("request.failed", path=f"{_INVOKE_PREFIX}{function_name}{_INVOKE_SUFFIX}")
             return _error_response(request_id, ServiceException("An internal error occurred; see the service log."))
 
 
@@ -149,7 +167,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("request.failed", path=request.url.path, request_id=request.state.request_id)
+    log.exception("request.failed", path=request.url.path)
     return _error_response(
         request.state.request_id, ServiceException("An internal error occurred; see the service log.")
     )
@@ -158,17 +176,22 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 async def health(request: Request) -> Response:
     service: Service = request.app.state.service
     events: EventQueue = request.app.state.events
+    pools = service.describe()
+    sessions = service.sessions.describe()
     return JSONResponse(
         {
             "status": "healthy",
             "version": __version__,
             "functions": len(service.registry),
-            "pools": service.describe(),
-            "sessions": service.sessions.describe(),
+            "problems": _problems(pools, sessions, events),
+            "pools": pools,
+            "sessions": sessions,
             "events": {
                 "pending": events.pending,
+                "running": events.running,
                 "delivered": events.delivered,
                 "failed": events.failed,
+                "retries": dict(events.retries),
                 "store_problem": events.problem,
             },
             "isolation": service.settings.isolation,
@@ -179,6 +202,28 @@ async def health(request: Request) -> Response:
             },
         }
     )
+
+
+def _problems(pools: dict[str, Any], sessions: dict[str, Any], events: EventQueue) -> list[str]:
+    """What an operator should look at, one sentence each (the details are in /health's other members);
+    empty when everything works as configured. The service answers regardless: `status` stays healthy."""
+    problems = [
+        f"the {name} sandbox backend is unavailable: {status['detail']}"
+        for name, status in pools["backends"].items()
+        if not status["available"]
+    ]
+    if pools["limits"]["problem"]:
+        problems.append(f"sandboxes run without cgroup limits: {pools['limits']['problem']}")
+    generic = pools["generic_sandboxes"]
+    if not generic["enabled"] and generic["problem"]:
+        problems.append(f"no generic sandboxes, cold starts start from nothing: {generic['problem']}")
+    if unavailable := pools["unavailable"]:
+        problems.append(f"{len(unavailable)} function version(s) cannot run here (pools.unavailable)")
+    if not sessions["available"]:
+        problems.append(f"agent sessions are unavailable: {sessions['problem']}")
+    if events.problem:
+        problems.append(f"Event invocations cannot be accepted: {events.problem}")
+    return problems
 
 
 async def metrics(request: Request) -> Response:
@@ -200,6 +245,7 @@ def routes(mcp: Any) -> list[BaseRoute]:
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *status_routes(),  # GET /: the status page, and the JSON it polls (/status/...)
         Route("/mcp", mcp),
         *session_routes(),  # /workspace/se/...: agent sessions
         *control_routes(),
@@ -225,6 +271,7 @@ def create_app(service: Service, *, reload_template: TemplateLoader | None = Non
         events = app.state.events = EventQueue(
             service, store, retry_delay=settings.event_retry_delay_seconds, control=control
         )
+        service.metrics.events = events
         heartbeat = None
         template_reloader = None
         try:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+MAX_STATUS_RING = 100_000  # SANDBOX_STATUS_INVOCATIONS and SANDBOX_STATUS_LOG_LINES at most
+
 
 class ConfigError(Exception):
     pass
@@ -66,6 +68,9 @@ class Settings:
     log_limit_bytes: int = field(default=1024 * 1024, metadata={"env": "SANDBOX_LOG_LIMIT"})  # per invocation
     event_retry_delay_seconds: float = field(default=1.0, metadata={"env": "SANDBOX_EVENT_RETRY_DELAY"})
     shutdown_timeout_seconds: float = field(default=30.0, metadata={"env": "SANDBOX_SHUTDOWN_TIMEOUT"})
+    # The status page (GET /): the last invocations and log lines it shows, each kept in a ring of this size.
+    status_invocations: int = field(default=200, metadata={"env": "SANDBOX_STATUS_INVOCATIONS"})
+    status_log_lines: int = field(default=1000, metadata={"env": "SANDBOX_STATUS_LOG_LINES"})
     # Agent sessions (/workspace/se/...): their own budget, apart from SANDBOX_MAX_ENVIRONMENTS.
     max_sessions: int = field(default=16, metadata={"env": "SANDBOX_MAX_SESSIONS"})
     session_idle_timeout_seconds: float = field(default=1800.0, metadata={"env": "SANDBOX_SESSION_IDLE_TIMEOUT"})
@@ -149,6 +154,9 @@ class Settings:
             raise ConfigError("SANDBOX_HEARTBEAT_INTERVAL must be above 0")
         if self.heartbeat_url and not self.heartbeat_url.startswith(("http://", "https://")):
             raise ConfigError(f"SANDBOX_HEARTBEAT_URL must be an http:// or https:// URL, got {self.heartbeat_url!r}")
+        for name in ("status_invocations", "status_log_lines"):
+            if not 0 <= getattr(self, name) <= MAX_STATUS_RING:
+                raise ConfigError(f"{name} must be 0-{MAX_STATUS_RING}, got {getattr(self, name)}")
         if self.log_format not in {"auto", "json", "console"}:
             raise ConfigError(f"SANDBOX_LOG_FORMAT must be auto, json or console, got {self.log_format!r}")
 

@@ -68,6 +68,14 @@ ERROR_BODY_TRAILER = "lambda-runtime-function-error-body"
 _EXIT_GRACE = 0.5  # after a response's connection drops mid-body: time for a dying runtime's exit to say why
 
 
+# Why an environment ended (`Environment.end_reason`): its own failures here; the pool's decisions
+# (idle, evicted, over_limit, replaced, shutdown) in `pool`.
+END_REASONS = (
+    "timeout", "init_timeout", "init_error", "extension_error", "oom", "exit", "start_failed",
+    "idle", "evicted", "over_limit", "replaced", "shutdown",
+)  # fmt: skip
+
+
 class State(enum.Enum):
     STARTING = "starting"
     READY = "ready"
@@ -116,6 +124,10 @@ class Environment:
         self.idle_since = time.monotonic()
         self.init_duration_ms: float | None = None
         self.exit_status: int | None = None
+        # Why it ended (the first reason given: `END_REASONS`), and the request id of the invocation
+        # whose timeout, crash or out-of-memory kill ended it, if one did. For the log and the metrics.
+        self.end_reason: str | None = None
+        self.ended_by: str | None = None
         self._spec = spec
         self._backend = backend
         self._hooks = hooks
@@ -182,6 +194,7 @@ class Environment:
                 self._egress_server = await self._serve_egress(self._sandbox.proxy_listener)
         except OSError as exc:
             log.error("environment.runtime_api_failed", function=self.function.name, error=str(exc))
+            self.note_end("start_failed", self._cold)
             self.stop()
 
     def stop(self, reason: str = "spindown", *, cause: str | None = None) -> None:
@@ -221,6 +234,13 @@ class Environment:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._exited), seconds)
 
+    def note_end(self, reason: str, invocation: Invocation | None = None) -> None:
+        """Why the environment is ending (`END_REASONS`; the first reason given counts) and, when an
+        invocation's failure ends it, which one."""
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.ended_by = invocation.request_id if invocation is not None else None
+
     @property
     def alive(self) -> bool:
         return self.state not in (State.STOPPED, State.FAILED)
@@ -236,6 +256,9 @@ class Environment:
         self._pending = invocation
         if self.state is State.STARTING:
             self._cold = invocation
+            for output in (self._output, self._extension_output):
+                if output is not None:
+                    output.init_request_id = invocation.request_id  # the init's output, in its log
         else:
             self.state = State.BUSY
         self._wakeup.set()
@@ -306,6 +329,7 @@ class Environment:
         self.state = State.FAILED
         record = {**self._init_phase("error"), "errorType": error_type}
         self.telemetry.emit("platform", "platform.initRuntimeDone", record)
+        self.note_end("init_error", self._pending)
         self._wakeup.set()
         self._loop.call_soon(self.stop)
 
@@ -386,6 +410,7 @@ class Environment:
             self._fail_init(fatal, f"Extension {extension.name} reported {fatal} ({error_type})")
         elif self._fatal is None:
             self._fatal = fatal
+            self.note_end("extension_error", self._running())
             self._loop.call_soon(self.stop, "failure")
 
     def subscribe_telemetry(self, identifier: str | None, body: bytes) -> None:
@@ -433,6 +458,7 @@ class Environment:
             return
         self._owed.clear()
         self._write_report("timeout")
+        self.note_end("timeout", invocation)
         self.stop("timeout")
 
     def open_response(self, request_id: str, mode: str | None, declared_size: int | None = None) -> ResponseSink:
@@ -461,6 +487,7 @@ class Environment:
         self.state = State.FAILED
         record = {**self._init_phase("error"), "errorType": self._init_error[0]}
         self.telemetry.emit("platform", "platform.initRuntimeDone", record)
+        self.note_end("init_error", self._pending)
         # The runtime should exit now; make sure it does, once this 202 is on its way.
         self._loop.call_soon(self.stop)
 
@@ -535,42 +562,67 @@ class Environment:
             self._output.drain()
         self._output.end_phase(invocation)
         duration_ms = (time.perf_counter() - self._started_at) * 1000
-        if note:
-            self._output.platform_line(invocation, note)
         init_ms = self.init_duration_ms if invocation is self._cold else None
-        self._output.platform_line(invocation, f"END RequestId: {invocation.request_id}")
-        if self.telemetry.wants("platform"):
-            record = {
-                "requestId": invocation.request_id,
-                "status": _status(error_type),
-                "metrics": {"durationMs": round(duration_ms, 3), "producedBytes": len(payload)},
-                "tracing": _tracing(invocation),
-            }
-            if error_type:
-                record["errorType"] = error_type
-            self.telemetry.emit("platform", "platform.runtimeDone", record)
-        self._report = (invocation, init_ms, error_type)
-        if self._owed and invocation is self._current and error_type != "Sandbox.Timedout" and self.alive:
-            # Extensions still work on this invocation: the caller gets its answer now; REPORT (and the
-            # environment's next invocation) wait for them, within the invocation's deadline.
-            remaining = max(0.0, invocation.deadline_ms / 1000 - time.time())
-            self._timer = self._loop.call_later(remaining, self._on_invoke_phase_timeout, invocation)
-        else:
+        # Extensions still working on this invocation: the caller gets its answer now; REPORT (and the
+        # environment's next invocation) wait for them, within the invocation's deadline.
+        extensions_busy = (
+            bool(self._owed) and invocation is self._current and error_type != "Sandbox.Timedout" and self.alive
+        )
+        if not extensions_busy:
             self._owed.clear()
-            self._write_report(duration_ms=duration_ms)
         self.invocations += 1
         if invocation.stream is not None:
             invocation.stream.close()
+        ended = (invocation, len(payload), error_type, note, duration_ms, init_ms, extensions_busy)
+        wants_tail = invocation.wants_log_tail
+        if wants_tail or extensions_busy:
+            self._log_end(*ended)
         invocation.resolve(
             InvocationResult(
                 payload=payload,
                 function_error="Unhandled" if error_type else None,
                 error_type=error_type,
-                log_tail=invocation.log.tail(),
+                log_tail=invocation.log.tail() if wants_tail else b"",
                 duration_ms=duration_ms,
                 init_duration_ms=init_ms,
             )
         )
+        if not (wants_tail or extensions_busy):
+            # Nobody waits for the log lines: the answer goes out first (resolving has just queued the
+            # caller's task), END and REPORT right after it, before the loop takes anything else in.
+            self._loop.call_soon(self._log_end, *ended)
+
+    def _log_end(
+        self,
+        invocation: Invocation,
+        produced: int,
+        error_type: str | None,
+        note: str,
+        duration_ms: float,
+        init_ms: float | None,
+        extensions_busy: bool,
+    ) -> None:
+        """The platform lines (and telemetry) that end an invocation: its note, END, then REPORT unless
+        extensions still work on it (then their next call, or the deadline, writes it)."""
+        self._report = (invocation, init_ms, error_type)
+        if note:
+            self._output.platform_line(invocation, note)
+        self._output.platform_line(invocation, f"END RequestId: {invocation.request_id}")
+        if self.telemetry.wants("platform"):
+            record = {
+                "requestId": invocation.request_id,
+                "status": _status(error_type),
+                "metrics": {"durationMs": round(duration_ms, 3), "producedBytes": produced},
+                "tracing": _tracing(invocation),
+            }
+            if error_type:
+                record["errorType"] = error_type
+            self.telemetry.emit("platform", "platform.runtimeDone", record)
+        if extensions_busy:
+            remaining = max(0.0, invocation.deadline_ms / 1000 - time.time())
+            self._timer = self._loop.call_later(remaining, self._on_invoke_phase_timeout, invocation)
+        else:
+            self._write_report(duration_ms=duration_ms)
 
     def _write_report(self, status: str | None = None, *, duration_ms: float | None = None) -> None:
         """REPORT for the invocation that just ended: its duration runs until the runtime answered and
@@ -612,11 +664,13 @@ class Environment:
         note = f"{now} {invocation.request_id} Task timed out after {timeout:.2f} seconds"
         self._owed.clear()
         self._settle(invocation, timeout_error(invocation.request_id, timeout), "Sandbox.Timedout", note=note)
+        self.note_end("timeout", invocation)
         self.stop("timeout")
 
     def _on_init_timeout(self) -> None:
         if self.init_duration_ms is None and self.alive:
             self._init_timed_out = True
+            self.note_end("init_timeout", self._pending)
             self.stop("timeout")
 
     async def _watch_exit(self) -> None:
@@ -639,6 +693,10 @@ class Environment:
         self.state = State.STOPPED if initialised and self._init_error is None else State.FAILED
         current, self._current = self._current, None
         self._owed.clear()
+        if self.end_reason is None:  # it ended by itself: the invocation it was running (or its init) ended it
+            running = current if current is not None and not self._answered else None
+            oom = self._sandbox is not None and self._sandbox.oom_killed()
+            self.note_end("oom" if oom else "exit", running or (self._pending if not initialised else None))
         if current is not None and not self._answered:
             self._settle(current, *self._exit_error(current, status))
         self._write_report()  # an answered invocation whose extensions were still at work

@@ -27,7 +27,7 @@ from typing import Any
 from .errors import LambdaServiceError, ResourceConflictException, ServiceException, TooManyRequestsException
 from .event_store import EventStore, EventStoreError, StoredEvent
 from .invocation import Invocation, LogTail
-from .logs import get_logger
+from .logs import bind_request_id, get_logger
 
 log = get_logger("events")
 
@@ -47,6 +47,7 @@ class EventQueue:
         self._aborted = False
         self.delivered = 0
         self.failed = 0
+        self.retries = {"function_error": 0, "throttled": 0}  # attempts after the first, by why
 
     async def submit(self, invocation: Invocation) -> None:
         """Accept an event: stored before this returns, then delivered in the background. Raises
@@ -111,6 +112,7 @@ class EventQueue:
         return self._store.problem
 
     async def _deliver(self, invocation: Invocation, stored: StoredEvent) -> None:
+        bind_request_id(invocation.request_id)  # every attempt's log lines, in this task of its own
         config = (self._control.event_invoke_config(invocation.function) if self._control else None) or {}
         max_attempts = int(config.get("MaximumRetryAttempts", MAX_ATTEMPTS - 1)) + 1
         max_age = float(config.get("MaximumEventAgeInSeconds", MAX_EVENT_AGE_SECONDS))
@@ -126,6 +128,7 @@ class EventQueue:
                 if self._stopping:
                     return None
                 await asyncio.sleep(self._retry_delay)
+                self.retries["throttled"] += 1
                 invocation = _fresh(invocation)
                 continue
             except LambdaServiceError as exc:
@@ -134,7 +137,7 @@ class EventQueue:
                 return await self._give_up(invocation, exc.message, None)
             if result.function_error is None:
                 self.delivered += 1
-                log.debug("event.delivered", request_id=invocation.request_id, attempt=failures + 1)
+                log.debug("event.delivered", function=invocation.function.name, attempt=failures + 1)
                 follow_up = self._route(config, invocation, failures + 1, "Success", result)
                 return await self._store.finish(invocation.request_id, follow_up)
             if self._aborted:
@@ -150,11 +153,11 @@ class EventQueue:
             log.info(
                 "event.retry",
                 function=invocation.function.name,
-                request_id=invocation.request_id,
                 attempt=failures,
                 error_type=result.error_type,
             )
             await asyncio.sleep(self._retry_delay * failures)
+            self.retries["function_error"] += 1
             invocation = _fresh(invocation)
 
     async def _attempt(self, invocation: Invocation) -> Any:
@@ -195,7 +198,7 @@ class EventQueue:
 
     async def _give_up(self, invocation: Invocation, reason: str, follow_up: StoredEvent | None) -> None:
         self.failed += 1
-        log.warning("event.failed", function=invocation.function.name, request_id=invocation.request_id, reason=reason)
+        log.warning("event.failed", function=invocation.function.name, reason=reason)  # (`_deliver` bound its id)
         await self._store.finish(invocation.request_id, follow_up)
 
     def stop(self) -> None:

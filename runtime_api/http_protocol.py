@@ -71,7 +71,6 @@ class InvokeHttpProtocol(HttpToolsProtocol):
         if pending is None:
             super().on_headers_complete()
             return
-        self.scope["method"] = "POST"
         self.cycle = pending  # type: ignore[assignment]
 
     def _invoke_request(self) -> _Pending | None:

@@ -180,6 +180,7 @@ class Invocation:
     # InvokeWithResponseStream: the response goes to the caller as it arrives, within its own limit
     stream: ResponseStream | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)  # the runtime has fetched it (START)
+    wants_log_tail: bool = False  # LogType=Tail: the answer carries the log's END and REPORT lines
 
     def __post_init__(self) -> None:
         if not self.invoked_arn:

@@ -97,6 +97,7 @@ async def _requested(
         client_context=client_context if invocation_type == "RequestResponse" else None,
         tenant_id=headers.get("x-amz-tenant-id"),
         stream=stream,
+        wants_log_tail=log_type == "Tail",
     )
     return invocation_type, log_type, invocation
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from .logs import get_logger
+from .logs import detached, get_logger
 
 log = get_logger("mcp")
 
@@ -36,7 +36,8 @@ class MCPEndpoint:
 
     async def _manager(self, scope: Scope) -> Any:
         if self._starting is None:
-            self._starting = asyncio.ensure_future(self._start(scope["app"].state))
+            # The manager's tasks serve every later MCP request: not in the first request's context.
+            self._starting = detached(self._start(scope["app"].state))
         return await asyncio.shield(self._starting)
 
     async def _start(self, state: Any) -> Any:

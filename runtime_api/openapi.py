@@ -65,7 +65,8 @@ def document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
             "title": "sandbox-runtime",
             "version": __version__,
             "description": "The Lambda Invoke and control-plane operations this service implements (from botocore's "
-            f"Lambda model, API version {model.api_version}), the agent sessions API, /health and /metrics. "
+            f"Lambda model, API version {model.api_version}), the agent sessions API, /health, /metrics and the "
+            "status page. "
             f"Not described: {', '.join(f'{path} ({why})' for path, why in EXCLUDED_PATHS.items())}.",
         },
         "paths": dict(sorted(paths.items())),

@@ -1,5 +1,6 @@
 """The hand-written part of GET /openapi.json: the routes that are not Lambda operations (the agent
-sessions API of `session_routes`, /health, /metrics, a function's code package, the document itself).
+sessions API of `session_routes`, /health, /metrics, the status page, a function's code package, the
+document itself).
 
 Written from what the handlers answer; tests/test_openapi.py checks that every route is described here,
 by the Lambda model (`openapi`), or listed in EXCLUDED_PATHS with the reason.
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .session_limits import MAX_CPU_QUOTA, MAX_MEMORY_KB, MAX_TIMEOUT, MIN_CPU_QUOTA, MIN_MEMORY_KB
+from .status_page import INVOCATIONS_LIMIT, LINES_LIMIT, MAX_CURSOR, MAX_LIMIT
 
 EXCLUDED_PATHS: dict[str, str] = {
     "/mcp": "the MCP streamable HTTP transport: JSON-RPC, described by the MCP specification",
@@ -200,6 +202,123 @@ def _sessions() -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def _record(properties: dict[str, Any]) -> dict[str, Any]:
+    """An object that always has every one of these members."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+_COUNT = {"type": "integer", "minimum": 0}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_BACKEND = _record(
+    {
+        "name": {"type": "string"},
+        "available": {"type": "boolean"},
+        "detail": {"type": "string"},
+        "extra": {"type": "object"},
+    }
+)
+_POOL = _record(
+    {
+        "environments": {"type": "object", "additionalProperties": _COUNT},
+        "concurrent_executions": _COUNT,
+        "queued": _COUNT,
+        "concurrency_limit": _COUNT,
+        "cold_starts": _COUNT,
+    }
+)
+# GET /health (`app.health`): what docs/api-reference.md#health describes.
+_HEALTH = _record({
+    "status": {"const": "healthy"},
+    "version": {"type": "string"},
+    "functions": _COUNT,
+    "problems": {"type": "array", "items": {"type": "string"}},
+    "pools": _record({
+        "environments": _record({"live": _COUNT, "limit": _COUNT}),
+        "limits": _record({"cgroups": {"type": "boolean"}, "problem": _TEXT_OR_NULL}),
+        "functions": {"type": "object", "additionalProperties": _POOL},
+        "unavailable": {"type": "object", "additionalProperties": {"type": "string"}},
+        "backend": {"anyOf": [{"type": "null"}, _BACKEND]},
+        "backends": {"type": "object", "additionalProperties": _BACKEND},
+        "generic_sandboxes": {"type": "object", "required": ["enabled", "problem"], "properties": {
+            "enabled": {"type": "boolean"}, "problem": _TEXT_OR_NULL, "size": _COUNT, "keys": _COUNT,
+            "ready": _COUNT, "starting": _COUNT, "taken": _COUNT, "missed": _COUNT}},
+    }),
+    "sessions": {"type": "object", "required": ["available", "problem", "active", "limit"], "properties": {
+        "available": {"type": "boolean"}, "problem": _TEXT_OR_NULL, "active": _COUNT, "limit": _COUNT}},
+    "events": _record({"pending": _COUNT, "running": _COUNT, "delivered": _COUNT, "failed": _COUNT,
+                       "retries": _record({"function_error": _COUNT, "throttled": _COUNT}),
+                       "store_problem": _TEXT_OR_NULL}),
+    "isolation": {"type": "string", "enum": ["bwrap", "docker"]},
+    "network": _record({"default": {"type": "string", "enum": ["egress proxy", "none"]}, "detail": {"type": "string"}}),
+})  # fmt: skip
+
+
+# fmt: off
+def _status() -> dict[str, dict[str, Any]]:
+    """The status page (`status_page`) and the JSON it polls; every member is always there."""
+    text, count = {"type": "string"}, {"type": "integer", "minimum": 0}
+    maybe_text, maybe_number = {"type": ["string", "null"]}, {"type": ["number", "null"]}
+    time = {"type": "string", "format": "date-time"}
+    function = _record({
+        "name": text, "version": text, "runtime": text, "package_type": text, "memory_size": {"type": "integer"},
+        "timeout": {"type": "integer"}, "state": text, "state_reason": maybe_text,
+        "environments": {"type": "object", "additionalProperties": count}, "queued": count,
+        "concurrency_limit": {"type": ["integer", "null"]}, "cold_starts": count,
+    })
+    session = _record({"id_sha256": text, "state": {"enum": ["idle", "busy"]}, "age_seconds": {"type": "number"},
+                       "idle_seconds": {"type": "number"}, "executions": count})
+    invocation = _record({
+        "request_id": text, "function": text, "version": text, "start_time": time, "duration_ms": maybe_number,
+        "init_duration_ms": maybe_number, "outcome": {"enum": ["success", "error", "timeout", "throttled",
+        "service_error"]}, "error_type": maybe_text, "error_message": maybe_text,
+    })
+    line = _record({"cursor": {"type": "integer", "minimum": 1}, "time": time, "function": text,
+                    "request_id": maybe_text, "text": text, "truncated": count})
+    limit = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+    invalid = {"description": "ValidationException: a query parameter is not a whole number in its range",
+               "headers": {"x-amzn-ErrorType": {"required": True, "schema": {"enum": ["ValidationException"]}}},
+               "content": {"application/json": {"schema": _record({"Type": {"const": "User"}, "message": text})}}}
+
+    def get(op_id: str, summary: str, media_type: str, schema: dict[str, Any], *parameters: Any) -> dict[str, Any]:
+        responses = {"200": {"description": summary, "content": {media_type: {"schema": schema}}}}
+        operation = {"operationId": op_id, "summary": summary, "tags": ["Status page"],
+                     "responses": {**responses, "400": invalid} if parameters else responses}
+        return {"get": {**operation, "parameters": list(parameters)} if parameters else operation}
+
+    return {
+        "/": get("StatusPage", "The status page (HTML; it polls the /status/... JSON)", "text/html", text),
+        "/status/page.js": get("StatusPageScript", "The status page's script", "text/javascript", text),
+        "/status/page.css": get("StatusPageStyles", "The status page's styles", "text/css", text),
+        "/status/functions": get(
+            "StatusFunctions", "Every function version: configuration, state, its environments by state",
+            "application/json", _record({"functions": {"type": "array", "items": function},
+                                         "environments": _record({"live": count, "limit": count})}),
+        ),
+        "/status/sessions": get(
+            "StatusSessions", "Live agent sessions (a digest of each id, never the id)", "application/json",
+            _record({"available": {"type": "boolean"}, "problem": maybe_text, "limit": count,
+                     "sessions": {"type": "array", "items": session}}),
+        ),
+        "/status/invocations": get(
+            "StatusInvocations", "The last invocations, newest first (a ring of SANDBOX_STATUS_INVOCATIONS)",
+            "application/json", _record({"invocations": {"type": "array", "items": invocation}, "recorded": count,
+                                         "capacity": count}),
+            {"name": "limit", "in": "query", "schema": limit,
+             "description": f"how many (the newest), {INVOCATIONS_LIMIT} by default"},
+        ),
+        "/status/logs": get(
+            "StatusLogs", "Log lines (function output, START/END/REPORT) after a cursor, oldest first",
+            "application/json", _record({"lines": {"type": "array", "items": line}, "next": count, "skipped": count,
+                                         "capacity": count}),
+            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
+             "description": "the `next` of the last answer: only newer lines; none: the newest"},
+            {"name": "limit", "in": "query", "schema": limit,
+             "description": f"at most this many (the newest), {LINES_LIMIT} by default"},
+        ),
+    }
+# fmt: on
+
+
 def local_paths() -> dict[str, dict[str, Any]]:
     function_name = {"name": "FunctionName", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
@@ -208,10 +327,8 @@ def local_paths() -> dict[str, dict[str, Any]]:
                 "operationId": "Health",
                 "summary": "The service's state: functions, pools, sessions, the event queue",
                 "tags": ["Service"],
-                "responses": {"200": {"description": "Healthy", "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["status", "version", "functions"],
-                    "properties": {"status": {"const": "healthy"}, "version": {"type": "string"},
-                                   "functions": {"type": "integer"}}}}}}},
+                "responses": {"200": {"description": "Healthy", "content": {"application/json": {
+                    "schema": _HEALTH}}}},
             }
         },
         "/metrics": {
@@ -249,4 +366,5 @@ def local_paths() -> dict[str, dict[str, Any]]:
             }
         },
         **_sessions(),
+        **_status(),
     }  # fmt: skip

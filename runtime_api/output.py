@@ -36,6 +36,9 @@ class FunctionOutput:
         self._sink = sink
         self._limit = limit
         self._running = running  # the invocation output belongs to now, if any
+        # The request id output outside any invocation is logged under: the cold start's, while the init
+        # it waits for runs (cleared when the phase ends, at that invocation's START).
+        self.init_request_id: str | None = None
         self._budget = limit
         self._dropped = 0
         self._partial = b""
@@ -84,12 +87,16 @@ class FunctionOutput:
                 f"sandbox-runtime: {self._dropped} bytes of function output were not logged "
                 f"(over the {self._limit}-byte limit); the log tail is kept"
             )
+            request_id = invocation.request_id if invocation is not None else self.init_request_id
             if invocation is not None:
                 self.platform_line(invocation, note)
             else:
-                self.log(None, note)
-            log.warning("environment.output_dropped", function=self.function.name, bytes=self._dropped)
+                self.log(request_id, note)
+            log.warning(
+                "environment.output_dropped", function=self.function.name, bytes=self._dropped, request_id=request_id
+            )
         self._dropped, self._budget, self._partial = 0, self._limit, b""
+        self.init_request_id = None
 
     def log(self, request_id: str | None, line: str) -> None:
         """Hand a line to the sink; a failing sink (a closed stderr) never stops an invocation."""
@@ -100,7 +107,9 @@ class FunctionOutput:
         except Exception:
             if not self._sink_failed:
                 self._sink_failed = True
-                log.error("environment.log_sink_failed", function=self.function.name, exc_info=True)
+                log.error(
+                    "environment.log_sink_failed", function=self.function.name, request_id=request_id, exc_info=True
+                )
 
     def _on_readable(self) -> None:
         assert self._fd is not None
@@ -138,6 +147,6 @@ class FunctionOutput:
     def _emit(self, invocation: Invocation | None, line: bytes) -> None:
         (invocation.log if invocation is not None else self.init_log).append(line + b"\n")
         text = line.decode(errors="replace")
-        self.log(invocation.request_id if invocation else None, text)
+        self.log(invocation.request_id if invocation else self.init_request_id, text)
         if self.telemetry is not None:
             self.telemetry(text)

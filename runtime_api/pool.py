@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from sandbox import SandboxError, UidExhausted
 
@@ -20,11 +21,18 @@ from .environment import Environment, State
 from .errors import ServiceException, TooManyRequestsException
 from .functions import FunctionSpec
 from .invocation import Invocation, InvocationResult
-from .logs import get_logger
+from .logs import detached, get_logger
 
 log = get_logger("pool")
 
 EnvironmentFactory = Callable[["FunctionPool"], Environment]
+
+
+class PoolObserver(Protocol):
+    """What the metrics (`metrics.Metrics`) are told: environments that start and stop, and why."""
+
+    def environment_started(self, function: str, kind: str) -> None: ...
+    def environment_stopped(self, function: str, reason: str) -> None: ...
 
 
 class FunctionPool:
@@ -38,8 +46,10 @@ class FunctionPool:
         queue_timeout: float,
         pool_size: int,
         keep_alive: float,
+        observer: PoolObserver | None = None,
     ) -> None:
         self.function = function
+        self.observer = observer
         self._new_environment = new_environment
         self.capacity = capacity
         capacity.pools.append(self)
@@ -136,6 +146,7 @@ class FunctionPool:
         """Stop an idle environment to give its place to another function's invocation."""
         self._idle.pop(env, None)
         self._uncount(env, wake=False)  # its place goes to the environment that asked for it
+        env.note_end("evicted")
         env.stop()
 
     def _prestarted(self, env: Environment) -> None:
@@ -153,20 +164,29 @@ class FunctionPool:
         env = self._new_environment(self)
         self.environments.add(env)
         self._counted.add(env)
+        if self.observer is not None:
+            self.observer.environment_started(self.function.name, "prestart" if invocation is None else "cold")
         if invocation is not None:
             self.cold_starts += 1
             env.assign(invocation)
         else:
             self._prestarting.add(env)
             self.capacity.prestarting += 1
-        asyncio.get_running_loop().create_task(self._start(env, invocation))
+        # The environment outlives the request that may have started it: its tasks and callbacks must
+        # not carry that request's id into the log lines of the invocations it serves later.
+        detached(self._start(env, invocation))
 
     async def _start(self, env: Environment, invocation: Invocation | None) -> None:
         try:
             await env.start()
         except (SandboxError, UidExhausted, OSError) as exc:
-            log.error("environment.start_failed", function=self.function.name, error=str(exc))
+            log.error(
+                "environment.start_failed", function=self.function.name, error=str(exc), **_request_of(invocation)
+            )
             env.state = State.FAILED
+            env.note_end("start_failed")
+            if self.observer is not None:
+                self.observer.environment_stopped(self.function.name, "start_failed")
             self.environments.discard(env)
             self._uncount(env)
             self._init_failing = True  # no retrying in a loop: the next READY environment resumes pre-starts
@@ -179,7 +199,7 @@ class FunctionPool:
                 )
                 invocation.future.set_exception(error)
             return
-        log.debug("environment.started", function=self.function.name, environment=env.id)
+        log.debug("environment.started", function=self.function.name, environment=env.id, **_request_of(invocation))
 
     def on_ready(self, env: Environment) -> None:
         self._init_failing = False
@@ -190,6 +210,7 @@ class FunctionPool:
                 env.assign(invocation)
                 return
         if self._retiring:
+            env.note_end("replaced")
             env.stop()  # nothing left for this version
             return
         self._idle[env] = None
@@ -201,9 +222,11 @@ class FunctionPool:
         if env.init_duration_ms is None:
             self._init_failing = True
         self._prestarted(env)
+        if self.observer is not None:
+            self.observer.environment_stopped(self.function.name, env.end_reason or "exit")
         log.debug(
             "environment.stopped", function=self.function.name, environment=env.id, status=env.exit_status,
-            state=env.state.value,
+            state=env.state.value, reason=env.end_reason, **({"request_id": env.ended_by} if env.ended_by else {}),
         )  # fmt: skip
         if self._closing:
             if undelivered is not None and not undelivered.future.done():
@@ -225,6 +248,7 @@ class FunctionPool:
                 return
             if now - env.idle_since >= self.keep_alive:
                 del self._idle[env]
+                env.note_end("idle")
                 env.stop()
 
     def set_limit(self, reserved: int | None, max_concurrency: int) -> None:
@@ -234,6 +258,7 @@ class FunctionPool:
         self.pool_size = min(self.pool_size, self.limit)
         while len(self.environments) > self.limit and (env := self.least_recently_used_idle()) is not None:
             self._idle.pop(env, None)
+            env.note_end("over_limit")
             env.stop()
 
     async def retire(self) -> None:
@@ -242,6 +267,7 @@ class FunctionPool:
         self._retiring = True
         for env in list(self._idle):
             del self._idle[env]
+            env.note_end("replaced")
             env.stop()
         while self.environments or self._queue:
             await asyncio.sleep(0.05)
@@ -256,6 +282,7 @@ class FunctionPool:
             if not invocation.future.done():
                 invocation.future.set_exception(ServiceException("The service is shutting down."))
         for env in list(self.environments):
+            env.note_end("shutdown")
             env.stop(cause=cause)
         deadline = time.monotonic() + 5
         while self.environments and time.monotonic() < deadline:
@@ -263,11 +290,19 @@ class FunctionPool:
 
     def describe(self) -> dict[str, object]:
         states: dict[str, int] = {}
+        executing = 0
         for env in self.environments:
             states[env.state.value] = states.get(env.state.value, 0) + 1
+            executing += env.has_work
         return {
             "environments": states,
+            "concurrent_executions": executing,
             "queued": len(self._queue),
             "concurrency_limit": self.limit,
             "cold_starts": self.cold_starts,
         }
+
+
+def _request_of(invocation: Invocation | None) -> dict[str, str]:
+    """The log fields naming the invocation an environment event is about, if any."""
+    return {"request_id": invocation.request_id} if invocation is not None else {}

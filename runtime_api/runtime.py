@@ -304,7 +304,10 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         except RuntimeAPIError as exc:
             return _render_error(exc)
         except Exception:  # a bug of ours: the runtime gets the API's documented 500, not a silent connection
-            log.exception("runtime.request_failed", method=method, path=path, function=self.env.function.name)
+            log.exception(
+                "runtime.request_failed", method=method, path=path, function=self.env.function.name,
+                request_id=path[len(_INVOCATION) :].partition("/")[0] if path.startswith(_INVOCATION) else None,
+            )  # fmt: skip
             return _render_error(RuntimeAPIError(500, "ServiceException", "An internal error occurred"))
 
     async def _extension(self, request: _Request, action: str) -> bytes:

@@ -36,6 +36,7 @@ from .logs import get_logger
 from .metrics import Metrics
 from .output import LogSink
 from .pool import FunctionPool
+from .recent import Recent
 from .reload import HotReloader, start_hot_reload
 from .runtime import RuntimeAPIServer
 from .runtimes import (
@@ -132,6 +133,7 @@ class Service:
         self._uids = UidPool(first, last - first + 1)
         self._backends: dict[str, Backend] = {}
         self._docker: DockerBackend | None = None
+        self.docker_problem: str | None = None  # why Docker, wanted by a function, cannot be reached
         self._runtime_api: RuntimeAPIServer | None = None
         self._runtime_dir: Path | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -151,6 +153,7 @@ class Service:
         self.reloader: HotReloader | None = None
         self.sessions = SessionManager(settings)  # agent sessions (`sessions.py`), served from `start`
         self.metrics = Metrics(self)  # GET /metrics (`metrics.py`)
+        self.recent = Recent(settings.status_invocations, settings.status_log_lines)  # the status page's
         self.sessions.observer = self.metrics
         self._session_launch: RuntimeLaunch | None = None
         self._session_problem: str | None = None
@@ -443,10 +446,12 @@ class Service:
             docker = DockerBackend(uid_pool=self._uids, docker_host=self.settings.docker_host)
             try:
                 docker.connect()
-            except DockerUnavailable:
+            except DockerUnavailable as exc:
                 docker.close()
+                self.docker_problem = str(exc)
                 raise
             self._docker = docker
+            self.docker_problem = None
             self._backends.setdefault("docker", docker)
         return self._docker
 
@@ -497,6 +502,7 @@ class Service:
             docker.close()
             if self.settings.isolation == "docker":
                 raise StartupError(str(exc)) from None
+            self.docker_problem = str(exc)
             for function in wanted:
                 self._launches.pop(function.key, None)
                 self.unavailable[function.key] = str(exc)
@@ -608,6 +614,7 @@ class Service:
             queue_timeout=self.settings.queue_timeout_seconds,
             pool_size=self.settings.pool_size,
             keep_alive=self.settings.keep_alive_seconds,
+            observer=self.metrics,
         )
 
     def _new_environment(self, pool: FunctionPool) -> Environment:
@@ -622,7 +629,7 @@ class Service:
             hooks=pool,
             serve_runtime_api=self._runtime_api.serve,
             serve_egress=self._serve_egress,
-            log_sink=_heard(self.log_sink),
+            log_sink=self.recent.sink(_heard(self.log_sink)),
             init_limit=self.settings.init_timeout_seconds,
             log_limit=self.settings.log_limit_bytes,
             extensions=extensions,
@@ -686,30 +693,54 @@ class Service:
         return pool
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:
-        if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
-            await reloading  # its code changed: the new code serves this invocation
-        pool = self.pool_for(invocation.function)
+        metrics = self.metrics
+        metrics.in_flight += 1
         try:
-            result = await pool.invoke(invocation)
-        except TooManyRequestsException:
-            self.metrics.refused(invocation.function.name, "throttled")
-            raise
-        except Exception:
-            self.metrics.refused(invocation.function.name, "service_error")
-            raise
-        self.metrics.invoked(invocation.function.name, result)
+            if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
+                await reloading  # its code changed: the new code serves this invocation
+            pool = self.pool_for(invocation.function)
+            try:
+                result = await pool.invoke(invocation)
+            except TooManyRequestsException as exc:
+                metrics.refused(invocation.function.name, "throttled")
+                self.recent.refused(invocation, exc)
+                raise
+            except Exception as exc:
+                metrics.refused(invocation.function.name, "service_error")
+                self.recent.refused(invocation, exc)
+                raise
+        finally:
+            metrics.in_flight -= 1
+        # Counted once the caller's answer is out: on the warm path the answer is written in this task
+        # step, and this callback runs right after it.
+        asyncio.get_running_loop().call_soon(self._counted, invocation, result)
         return result
 
+    def _counted(self, invocation: Invocation, result: InvocationResult) -> None:
+        self.metrics.invoked(invocation.function.name, result)
+        self.recent.invoked(invocation, result)
+
     def describe(self) -> dict[str, Any]:
+        backends = self.describe_backends()
         return {
             "environments": {"live": self.capacity.live, "limit": self.capacity.limit},
-            "limits": {"cgroups": self._cgroups is not None, "problem": self.limits_problem},
+            "limits": backends["limits"],
             "functions": {name: pool.describe() for name, pool in self.pools.items()},
             "unavailable": dict(self.unavailable),
-            "backend": self._backends[self.settings.isolation].status().__dict__
-            if self.settings.isolation in self._backends
-            else None,
-            "backends": {name: backend.status().__dict__ for name, backend in self._backends.items()},
+            "backend": backends["backends"].get(self.settings.isolation),
+            "backends": backends["backends"],
+            "generic_sandboxes": backends["generic_sandboxes"],
+        }
+
+    def describe_backends(self) -> dict[str, Any]:
+        """The sandbox backends (each with `available` and, when it is not, `detail`: why), the cgroup
+        limits and the generic sandboxes: /health's and /metrics' view of them."""
+        backends = {name: backend.status().__dict__ for name, backend in self._backends.items()}
+        if self.docker_problem is not None and "docker" not in backends:
+            backends["docker"] = {"name": "docker", "available": False, "detail": self.docker_problem, "extra": {}}
+        return {
+            "backends": backends,
+            "limits": {"cgroups": self._cgroups is not None, "problem": self.limits_problem},
             "generic_sandboxes": self._generic_status(),
         }
 

@@ -51,7 +51,7 @@ from sandbox import WORKSPACE_PATH, SandboxError, UidExhausted
 
 from .agent import AgentGone
 from .config import Settings
-from .logs import get_logger
+from .logs import detached, get_logger
 from .session import ExecutionResult, Session, SessionLauncher
 from .session_errors import (
     InternalError,
@@ -237,6 +237,10 @@ class SessionManager:
         if (why := self._ended.get(session_id)) is not None:
             raise SessionExpiredError(why)
         raise SessionNotFoundError(f"Session '{session_id}' does not exist")
+
+    def live(self) -> list[tuple[str, Session]]:
+        """The live sessions with their ids, oldest first."""
+        return sorted(self._sessions.items(), key=lambda item: item[1].created_at)
 
     def status(self, session_id: str) -> dict[str, Any]:
         session = self.get(session_id)
@@ -476,7 +480,8 @@ class SessionManager:
 
     async def _launch(self, launcher: SessionLauncher, limits: SessionLimits) -> Session:
         try:
-            return await Session.start(launcher, limits)
+            # Its sandbox's watchers outlive the request creating it: no request id in their log lines.
+            return await detached(Session.start(launcher, limits))
         except UidExhausted as exc:
             raise ResourceLimitError(f"no sandbox uid is free: {exc}", status=429) from None
         except (SandboxError, OSError) as exc:
@@ -547,7 +552,7 @@ class SessionManager:
             self._ended.popitem(last=False)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        task = detached(work)  # spares, stops: not the work of the request that may have asked for them
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

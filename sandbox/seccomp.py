@@ -50,7 +50,7 @@ import pyseccomp as sc
 
 __all__ = [
     "DENIED_SYSCALLS",
-    "SANDBOX_BUILDING_SYSCALLS",
+    "SETUP_SYSCALLS",
     "build_filter",
     "docker_profile",
     "filter_bytes",
@@ -156,7 +156,7 @@ _DOCKER_ARCHES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 # CLONE_NEW* flags too), mounts (the slots' detached mounts use the new mount API), `pivot_root` and
 # `chroot` into the new root. The container the service runs in allows these and nothing else of
 # DENIED_SYSCALLS (`service_container_profile`); the sandboxes themselves are denied all of them.
-SANDBOX_BUILDING_SYSCALLS: frozenset[str] = frozenset(
+SETUP_SYSCALLS: frozenset[str] = frozenset(
     {"unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "open_tree", "mount_setattr", "move_mount"}
 )
 
@@ -217,12 +217,12 @@ def service_container_profile() -> dict[str, object]:
 
     Docker's default profile cannot be used there: it denies `pivot_root` even to a container given
     CAP_SYS_ADMIN, and bwrap needs it. This profile is the sandboxes' deny-list minus
-    SANDBOX_BUILDING_SYSCALLS, so the service's container keeps the sandboxes' other refusals (ptrace,
+    SETUP_SYSCALLS, so the service's container keeps the sandboxes' other refusals (ptrace,
     bpf, io_uring, userfaultfd, keyrings, modules, foreign architectures, ...), which the service never
     needs. It names every call, known to this machine's libseccomp or not (runc skips names it does not
     know), and both architectures (Docker keeps the native one's entry), so the same file serves every host.
     """
-    denied = [name for name in DENIED_SYSCALLS if name not in SANDBOX_BUILDING_SYSCALLS]
+    denied = [name for name in DENIED_SYSCALLS if name not in SETUP_SYSCALLS]
     return {
         "defaultAction": "SCMP_ACT_ALLOW",
         "archMap": [{"architecture": arch, "subArchitectures": []} for arch in _DOCKER_ARCHES.values()],

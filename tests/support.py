@@ -32,7 +32,7 @@ def invoke(client, name: str, event: object = None, **kwargs: object) -> tuple[d
 
 
 def package(source: str, *, name: str = "app.py", extra: dict[str, bytes] | None = None) -> bytes:
-    """A function's deployment package (a zip) with `source` as `name`, plus `extra` members."""
+    """A function's code as the zip CreateFunction and UpdateFunctionCode take: `source` as `name`."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(name, source)

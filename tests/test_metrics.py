@@ -11,12 +11,24 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import jsonschema
 import pytest
 from conftest import FUNCTIONS, ServiceProcess, free_port
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_for
+from support import generic_sandboxes_settled, package, wait_for, wait_for_function
 
 SE = "/workspace/se"
+ROLE = "arn:aws:iam::123456789012:role/lambda-role"
+# Touches every page of far more memory than its MemorySize (128 MB): the kernel kills it.
+HOG = """def handler(event, context):
+    hoard = []
+    for _ in range(event["mb"]):
+        block = bytearray(1024 * 1024)
+        for offset in range(0, len(block), 4096):
+            block[offset] = 1
+        hoard.append(block)
+    return len(hoard)
+"""
 
 
 def scrape(service: ServiceProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -33,6 +45,13 @@ def scrape(service: ServiceProcess) -> dict[tuple[str, tuple[tuple[str, str], ..
 
 def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def exported(samples: dict, name: str, **labels: str) -> float:
+    """The sample's value; it must be there (a gauge at 0 is a value, not an absence)."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in samples, f"{name}{labels} is not exported: {sorted(k for k in samples if k[0] == name)}"
+    return samples[key]
 
 
 def invoke(client, name: str, payload: dict | None = None) -> dict:
@@ -67,11 +86,123 @@ def test_invocation_metrics(start_service):
     assert value(samples, "sandbox_invocation_duration_seconds_count", function="sleep") == 1
     assert value(samples, "sandbox_invocations_total", function="crash", outcome="Runtime.ExitError") == 1
     assert value(samples, "sandbox_invocations_total", function="echo", outcome="function_error") == 0
+    # Environments: each function's first invoke started one (no pre-starts with SANDBOX_POOL_SIZE=0);
+    # the timeout and the crash ended theirs, for those reasons.
+    for name in ("echo", "fail", "sleep", "crash"):
+        assert value(samples, "sandbox_environment_starts_total", function=name, kind="cold") == 1, name
+        assert value(samples, "sandbox_environment_starts_total", function=name, kind="prestart") == 0, name
+    assert value(samples, "sandbox_environment_stops_total", function="sleep", reason="timeout") == 1
+    assert value(samples, "sandbox_environment_stops_total", function="crash", reason="exit") == 1
+    assert value(samples, "sandbox_environment_stops_total", function="echo", reason="exit") == 0
+    assert exported(samples, "sandbox_concurrent_executions", function="echo") == 0  # answered, all of them
     # States, read from the pools when scraped: echo's one environment is idle and ready.
     assert value(samples, "sandbox_environments", function="echo", state="ready") == 1
     assert 1 <= value(samples, "sandbox_environments_live") <= 7
     assert value(samples, "sandbox_functions") >= 10
     assert value(samples, "sandbox_service_info", version=service.health()["version"]) == 1
+    assert service.health()["problems"] == []  # a failing function is not a problem of the service's
+
+
+def test_health_and_the_state_metrics_with_docker_unreachable(start_service):
+    """/health names what is wrong (Docker, here: the functions that need it cannot run), in the shape its
+    OpenAPI schema gives; the backends, limits, generic sandboxes, sessions and unavailable functions are
+    gauges that say the same in numbers."""
+    service = start_service(FUNCTIONS / "docker.yaml", env={"SANDBOX_DOCKER_HOST": "unix:///nonexistent.sock"})
+    generic_sandboxes_settled(service)
+    health = service.health()
+    schema = httpx.get(f"{service.url}/openapi.json", timeout=30).json()["paths"]["/health"]["get"]
+    jsonschema.validate(health, schema["responses"]["200"]["content"]["application/json"]["schema"])
+    pools = health["pools"]
+    docker = pools["backends"]["docker"]
+    assert docker["available"] is False and "unix:///nonexistent.sock" in docker["detail"], docker
+    assert pools["backends"]["bwrap"]["available"] is True
+    assert health["problems"] == [
+        f"the docker sandbox backend is unavailable: {docker['detail']}",
+        "5 function version(s) cannot run here (pools.unavailable)",
+    ]
+    samples = scrape(service)
+    assert exported(samples, "sandbox_backend_available", backend="bwrap") == 1
+    assert exported(samples, "sandbox_backend_available", backend="docker") == 0
+    assert exported(samples, "sandbox_cgroup_limits") == int(pools["limits"]["cgroups"])
+    assert exported(samples, "sandbox_functions_unavailable") == len(pools["unavailable"]) == 5
+    assert exported(samples, "sandbox_sessions_available") == int(health["sessions"]["available"])
+    generic = pools["generic_sandboxes"]
+    assert generic["enabled"], generic  # this host can have them (tests/test_generic_sandboxes.py)
+    assert exported(samples, "sandbox_generic_sandboxes", state="ready") == generic["ready"]
+    assert exported(samples, "sandbox_generic_sandboxes", state="starting") == generic["starting"] == 0
+    assert exported(samples, "sandbox_generic_sandboxes_taken_total") == generic["taken"]
+    assert exported(samples, "sandbox_generic_sandboxes_missed_total") == generic["missed"]
+    assert exported(samples, "sandbox_events_store_ok") == 1
+
+
+def test_out_of_memory_and_throttles_are_counted(start_service):
+    """Runtime.OutOfMemory is an outcome of its own and ends the environment (reason oom); reserved
+    concurrency 0 throttles every invoke (outcome throttled)."""
+    service = start_service()
+    client = service.client()
+    client.create_function(
+        FunctionName="hog", Runtime="python3.12", Role=ROLE, Handler="app.handler", MemorySize=128,
+        Code={"ZipFile": package(HOG)},
+    )  # fmt: skip
+    wait_for_function(client, "function_active_v2", "hog")
+    response = invoke(client, "hog", {"mb": 400})
+    assert response["FunctionError"] == "Unhandled"
+    client.put_function_concurrency(FunctionName="hog", ReservedConcurrentExecutions=0)
+    for _ in range(2):
+        with pytest.raises(client.exceptions.TooManyRequestsException) as caught:
+            invoke(client, "hog", {"mb": 1})
+        assert caught.value.response["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    samples = scrape(service)
+    assert value(samples, "sandbox_invocations_total", function="hog", outcome="Runtime.OutOfMemory") == 1
+    assert value(samples, "sandbox_invocations_total", function="hog", outcome="throttled") == 2
+    assert value(samples, "sandbox_invocation_duration_seconds_count", function="hog") == 1  # throttles: none
+    assert value(samples, "sandbox_environment_stops_total", function="hog", reason="oom") == 1
+    assert value(samples, "sandbox_environment_starts_total", function="hog", kind="cold") == 1
+
+
+def test_concurrent_executions(start_service):
+    service = start_service()
+    client = service.client()
+    answer: dict = {}
+    thread = threading.Thread(target=lambda: answer.update(invoke(client, "parallel", {"seconds": 2})))
+    thread.start()
+    try:
+        wait_for(
+            lambda: value(scrape(service), "sandbox_concurrent_executions", function="parallel") == 1, 10, "running"
+        )
+        assert service.health()["pools"]["functions"]["parallel"]["concurrent_executions"] == 1
+        assert exported(scrape(service), "sandbox_concurrent_executions", function="echo") == 0
+    finally:
+        thread.join(30)
+    assert "FunctionError" not in answer
+    assert exported(scrape(service), "sandbox_concurrent_executions", function="parallel") == 0
+
+
+def test_event_queue_metrics(start_service):
+    """Attempts count as invocations; the queue counts deliveries, give-ups and retries by cause."""
+    service = start_service(env={"SANDBOX_EVENT_RETRY_DELAY": "0.1"})
+    client = service.client()
+    client.invoke(FunctionName="fail", InvocationType="Event", Payload=b"{}")
+    wait_for(lambda: value(scrape(service), "sandbox_events_failed_total") == 1, 20, "the event to be given up")
+    client.put_function_concurrency(FunctionName="echo", ReservedConcurrentExecutions=0)
+    client.invoke(FunctionName="echo", InvocationType="Event", Payload=b"{}")
+    wait_for(
+        lambda: value(scrape(service), "sandbox_events_retries_total", cause="throttled") >= 2, 20, "throttled retries"
+    )
+    assert exported(scrape(service), "sandbox_events_pending") == 1
+    client.delete_function_concurrency(FunctionName="echo")
+    wait_for(lambda: value(scrape(service), "sandbox_events_delivered_total") == 1, 20, "the event to be delivered")
+    samples = scrape(service)
+    assert value(samples, "sandbox_invocations_total", function="fail", outcome="function_error") == 3
+    assert value(samples, "sandbox_events_retries_total", cause="function_error") == 2
+    throttled = value(samples, "sandbox_invocations_total", function="echo", outcome="throttled")
+    assert throttled == value(samples, "sandbox_events_retries_total", cause="throttled") >= 2
+    assert value(samples, "sandbox_invocations_total", function="echo", outcome="success") == 1
+    assert exported(samples, "sandbox_events_pending") == 0
+    assert exported(samples, "sandbox_events_running") == 0
+    events = service.health()["events"]
+    assert events["retries"] == {"function_error": 2, "throttled": throttled}
+    assert (events["delivered"], events["failed"], events["pending"]) == (1, 1, 0)
 
 
 def test_throttled_invocations_are_counted(start_service):
@@ -96,6 +227,34 @@ def test_throttled_invocations_are_counted(start_service):
     throttled = outcomes.count("throttled")
     assert throttled >= 1
     assert value(samples, "sandbox_invocations_total", function="sleep", outcome="throttled") == throttled
+
+
+def test_in_flight_invocations_rise_and_fall(start_service):
+    """The gauge a HorizontalPodAutoscaler scales on: present (0) before any invocation, one per invocation
+    still running, 0 again once they are answered, whatever their outcome."""
+    service = start_service()
+    client = service.client()
+    assert ("sandbox_invocations_in_flight", ()) in scrape(service)
+    assert value(scrape(service), "sandbox_invocations_in_flight") == 0
+    outcomes = []
+
+    def call(name: str, seconds: float) -> None:
+        outcomes.append(invoke(client, name, {"seconds": seconds}).get("FunctionError"))
+
+    def in_flight(count: int) -> None:
+        wait_for(lambda: value(scrape(service), "sandbox_invocations_in_flight") == count, 20, f"{count} in flight")
+
+    threads = [threading.Thread(target=call, args=("parallel", 5)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    in_flight(3)
+    threads.append(threading.Thread(target=call, args=("sleep", 3)))  # Timeout: 1, answered Sandbox.Timedout
+    threads[-1].start()
+    in_flight(4)
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes, key=str) == [None, None, None, "Unhandled"]
+    assert value(scrape(service), "sandbox_invocations_in_flight") == 0
 
 
 @pytest.fixture(scope="module")
