@@ -59,8 +59,10 @@ COPY --from=venv /opt/sandbox-runtime /opt/sandbox-runtime
 COPY --from=build /opt/project/lib/python3.11/site-packages/ /opt/sandbox-runtime/lib/python3.11/site-packages/
 COPY --from=build /opt/project/bin/sandbox-runtime /opt/sandbox-runtime/bin/sandbox-runtime
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
-COPY template.yaml /app/template.yaml
-COPY functions /app/functions
+# The bundled example: the template and its code, where the Helm chart mounts a template too.
+WORKDIR /app
+COPY template.yaml template.yaml
+COPY functions functions
 
 LABEL org.opencontainers.image.title="sandbox-runtime" \
       org.opencontainers.image.description="AWS Lambda handlers, each in its own bubblewrap sandbox, behind the Lambda Invoke and Runtime APIs" \
