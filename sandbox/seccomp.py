@@ -48,7 +48,15 @@ import platform
 
 import pyseccomp as sc
 
-__all__ = ["DENIED_SYSCALLS", "build_filter", "docker_profile", "filter_bytes", "filter_fd"]
+__all__ = [
+    "DENIED_SYSCALLS",
+    "SETUP_SYSCALLS",
+    "build_filter",
+    "docker_profile",
+    "filter_bytes",
+    "filter_fd",
+    "service_container_profile",
+]
 
 DENIED_SYSCALLS: tuple[str, ...] = (
     # debugging
@@ -144,28 +152,36 @@ def filter_fd() -> int:
 # Docker names the native ABI by these; anything else falls to the bad-arch action, as in `build_filter`.
 _DOCKER_ARCHES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 
+# What the service, and bwrap while it builds a sandbox, call to make sandboxes: namespaces (`clone` with
+# CLONE_NEW* flags too), mounts (the slots' detached mounts use the new mount API), `pivot_root` and
+# `chroot` into the new root. The container the service runs in allows these and nothing else of
+# DENIED_SYSCALLS (`service_container_profile`); the sandboxes themselves are denied all of them.
+SETUP_SYSCALLS: frozenset[str] = frozenset(
+    {"unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "open_tree", "mount_setattr", "move_mount"}
+)
 
-@functools.cache
-def docker_profile() -> str:
-    """The same rules as `build_filter`, as a Docker seccomp profile (JSON for `--security-opt seccomp=`).
 
-    Docker's own default profile is an allow-list written for containers in general; this one is the
-    deny-list every bwrap sandbox gets, so both backends refuse exactly the same calls, with the same
-    errno. Rules for one name are ORed; the arguments inside one rule are ANDed (runc's semantics).
-    For SCMP_CMP_MASKED_EQ, `value` is the mask and `valueTwo` the expected result.
-    """
+def _docker_rule(names: list[str], err: int = errno.EPERM, *args: dict[str, object]) -> dict[str, object]:
+    entry: dict[str, object] = {"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": err}
+    if args:
+        entry["args"] = list(args)
+    return entry
 
-    def rule(names: list[str], err: int = errno.EPERM, *args: dict[str, object]) -> dict[str, object]:
-        entry: dict[str, object] = {"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": err}
-        if args:
-            entry["args"] = list(args)
-        return entry
 
-    def arg(index: int, op: str, value: int, value_two: int = 0) -> dict[str, object]:
-        return {"index": index, "value": value, "valueTwo": value_two, "op": op}
+def _docker_arg(index: int, op: str, value: int, value_two: int = 0) -> dict[str, object]:
+    return {"index": index, "value": value, "valueTwo": value_two, "op": op}
 
-    rules = [rule([name for name in DENIED_SYSCALLS if _nr(name) is not None])]
-    rules += [rule(["clone"], errno.EPERM, arg(0, "SCMP_CMP_MASKED_EQ", f, f)) for f in CLONE_NAMESPACE_FLAGS.values()]
+
+def _docker_rules(denied: list[str], *, clone_namespaces: bool) -> list[dict[str, object]]:
+    """`build_filter`'s rules in Docker's profile format, denying `denied` by name, and `clone` with a
+    CLONE_NEW* flag if `clone_namespaces`. Rules for one name are ORed; the arguments inside one rule are
+    ANDed (runc's semantics). For SCMP_CMP_MASKED_EQ, `value` is the mask and `valueTwo` the expected result."""
+    rule, arg = _docker_rule, _docker_arg
+    rules = [rule(denied)]
+    if clone_namespaces:
+        rules += [
+            rule(["clone"], errno.EPERM, arg(0, "SCMP_CMP_MASKED_EQ", f, f)) for f in CLONE_NAMESPACE_FLAGS.values()
+        ]
     rules.append(rule(["clone3"], errno.ENOSYS))
     rules += [rule(["ioctl"], errno.EPERM, arg(1, "SCMP_CMP_MASKED_EQ", _U32, r)) for r in DENIED_IOCTLS.values()]
     rules.append(rule(["personality"], errno.EPERM, arg(0, "SCMP_CMP_GT", _U32)))
@@ -179,6 +195,36 @@ def docker_profile() -> str:
         if family not in ALLOWED_SOCKET_FAMILIES
     ]
     rules.append(rule(["socket"], errno.EAFNOSUPPORT, arg(0, "SCMP_CMP_GT", last_allowed)))
+    return rules
+
+
+@functools.cache
+def docker_profile() -> str:
+    """The same rules as `build_filter`, as a Docker seccomp profile (JSON for `--security-opt seccomp=`).
+
+    Docker's own default profile is an allow-list written for containers in general; this one is the
+    deny-list every bwrap sandbox gets, so both backends refuse exactly the same calls, with the same
+    errno.
+    """
+    rules = _docker_rules([name for name in DENIED_SYSCALLS if _nr(name) is not None], clone_namespaces=True)
     arch = _DOCKER_ARCHES.get(platform.machine())
     profile = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": [arch] if arch else [], "syscalls": rules}
     return json.dumps(profile, separators=(",", ":"))
+
+
+def service_container_profile() -> dict[str, object]:
+    """The Docker seccomp profile of the container the service itself runs in (`docker-seccomp.json`).
+
+    Docker's default profile cannot be used there: it denies `pivot_root` even to a container given
+    CAP_SYS_ADMIN, and bwrap needs it. This profile is the sandboxes' deny-list minus
+    SETUP_SYSCALLS, so the service's container keeps the sandboxes' other refusals (ptrace,
+    bpf, io_uring, userfaultfd, keyrings, modules, foreign architectures, ...), which the service never
+    needs. It names every call, known to this machine's libseccomp or not (runc skips names it does not
+    know), and both architectures (Docker keeps the native one's entry), so the same file serves every host.
+    """
+    denied = [name for name in DENIED_SYSCALLS if name not in SETUP_SYSCALLS]
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "archMap": [{"architecture": arch, "subArchitectures": []} for arch in _DOCKER_ARCHES.values()],
+        "syscalls": _docker_rules(denied, clone_namespaces=False),
+    }

@@ -20,21 +20,19 @@ exactly are listed here, not tested twice:
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
 import socket
 import threading
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 from conftest import ServiceProcess
-from support import fill_disk, invoke, request_id, tiny_tmpfs, wait_for, wait_for_function
+from support import fill_disk, invoke, package, request_id, tiny_tmpfs, wait_for, wait_for_function
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "faults.yaml"
@@ -266,13 +264,6 @@ def test_caller_that_disconnects_mid_invoke_does_not_leak_its_environment(client
 # -- the data folder's disk is full -----------------------------------------------------------------
 
 
-def _zip(source: str) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("app.py", source)
-    return buffer.getvalue()
-
-
 def test_full_disk_under_the_data_folder_is_a_clean_error_and_existing_functions_keep_serving(start_service, tmp_path):
     """CreateFunction and UpdateFunctionCode store the package under SANDBOX_DATA_DIR: on a full disk they answer
     Lambda's CodeStorageExceededException (a 400 boto3 does not retry), nothing half-made is left, and what was
@@ -281,16 +272,16 @@ def test_full_disk_under_the_data_folder_is_a_clean_error_and_existing_functions
         service = start_service(TEMPLATE, env={**SERVICE_ENV, "SANDBOX_DATA_DIR": str(data)})
         client = service.client()
         create = {"Runtime": "python3.11", "Role": "arn:aws:iam::123456789012:role/x", "Handler": "app.handler"}
-        client.create_function(FunctionName="before", Code={"ZipFile": _zip(ECHO)}, **create)
+        client.create_function(FunctionName="before", Code={"ZipFile": package(ECHO)}, **create)
         wait_for_function(client, "function_active_v2", "before")
         filler = fill_disk(data)
 
         with pytest.raises(ClientError) as created:
-            client.create_function(FunctionName="after", Code={"ZipFile": _zip(ECHO + "\n# new\n")}, **create)
+            client.create_function(FunctionName="after", Code={"ZipFile": package(ECHO + "\n# new\n")}, **create)
         assert created.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
         assert created.value.response["Error"]["Code"] == "CodeStorageExceededException"
         with pytest.raises(ClientError) as updated:
-            client.update_function_code(FunctionName="before", ZipFile=_zip(ECHO + "\n# v2\n"))
+            client.update_function_code(FunctionName="before", ZipFile=package(ECHO + "\n# v2\n"))
         assert updated.value.response["Error"]["Code"] == "CodeStorageExceededException"
 
         names = [f["FunctionName"] for f in client.list_functions()["Functions"]]
@@ -302,9 +293,9 @@ def test_full_disk_under_the_data_folder_is_a_clean_error_and_existing_functions
         assert "Traceback" not in service.logs()
 
         filler.unlink()  # space is back
-        client.update_function_code(FunctionName="before", ZipFile=_zip(ECHO + "\n# v2\n"))
+        client.update_function_code(FunctionName="before", ZipFile=package(ECHO + "\n# v2\n"))
         wait_for_function(client, "function_updated_v2", "before")
-        client.create_function(FunctionName="after", Code={"ZipFile": _zip(ECHO)}, **create)
+        client.create_function(FunctionName="after", Code={"ZipFile": package(ECHO)}, **create)
         wait_for_function(client, "function_active_v2", "after")
         assert json.loads(invoke(client, "after", {"n": 1})[1]) == {"n": 1}
         service.stop()
