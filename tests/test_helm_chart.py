@@ -10,17 +10,16 @@ from __future__ import annotations
 import re
 import subprocess
 import tomllib
+import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, TEST_TEMPLATE, ServiceProcess
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime_api.metrics import Metrics
 from runtime_api.template import load_template
 
 CHART = REPO / "helm" / "sandbox-runtime"
@@ -161,6 +160,9 @@ def test_security_context_is_the_measured_minimum(tmp_path):
     # Sandbox uids must exist in the pod's user namespace (0-65535).
     first, last = (int(n) for n in env(deployment)["SANDBOX_UID_RANGE"].split("-"))
     assert 0 < first <= last < 65536
+    # No `command`: the image's entrypoint (docker-entrypoint.sh, which makes the cgroups writable) runs.
+    assert "command" not in container(deployment)
+    assert container(deployment)["args"][:2] == ["sandbox-runtime", "serve"]
 
 
 def test_read_only_root_keeps_every_folder_the_service_writes_writable(tmp_path):
@@ -237,19 +239,13 @@ def test_custom_template_with_parameters(tmp_path):
     )  # a new template rolls the pods
 
 
-def _exposed_metrics() -> set[str]:
-    """The metric names GET /metrics serves, from our own Metrics with an idle service behind it."""
-    idle = SimpleNamespace(
-        pools={},
-        capacity=SimpleNamespace(live=0, limit=1),
-        registry=[],
-        sessions=SimpleNamespace(describe=dict),
-    )
-    idle.metrics = Metrics(idle)  # type: ignore[arg-type]
-    return {family.name for family in text_string_to_metric_families(idle.metrics.render().decode())}
+def _exposed_metrics(service: ServiceProcess) -> set[str]:
+    """The metric names the running service's GET /metrics serves."""
+    with urllib.request.urlopen(f"{service.url}/metrics", timeout=10) as response:
+        return {family.name for family in text_string_to_metric_families(response.read().decode())}
 
 
-def test_autoscaling_on_invocations_in_flight(tmp_path):
+def test_autoscaling_on_invocations_in_flight(tmp_path, start_service):
     values = {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 7}}
     kinds = by_kind(render(values, tmp_path=tmp_path))
     deployment, hpa = kinds["Deployment"], kinds["HorizontalPodAutoscaler"]
@@ -260,7 +256,7 @@ def test_autoscaling_on_invocations_in_flight(tmp_path):
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods"
-    assert metric["pods"]["metric"]["name"] in _exposed_metrics()
+    assert metric["pods"]["metric"]["name"] in _exposed_metrics(start_service(TEST_TEMPLATE))
     assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "8"}
 
 
