@@ -22,7 +22,7 @@ from .event_store import EventStore
 from .events import EventQueue
 from .heartbeat import Heartbeat
 from .invocation import new_request_id
-from .invoke import InvokeCall, invoke, invoke_async, invoke_call, invoke_with_response_stream
+from .invoke import InvokeCall, invoke, invoke_async, invoke_call, invoke_path_function, invoke_with_response_stream
 from .logs import bind_request_id, get_logger
 from .mcp_http import MCPEndpoint
 from .metrics import CONTENT_TYPE_LATEST
@@ -68,11 +68,6 @@ class RequestIdMiddleware:
 _REQUEST_ID_HEADER = b"x-amzn-requestid"
 
 
-_INVOKE_PREFIX = "/2015-03-31/functions/"
-_INVOKE_SUFFIX = "/invocations"
-_INVOKE_MIN = len(_INVOKE_PREFIX) + len(_INVOKE_SUFFIX)
-
-
 class InvokeFastPath:
     """Invoke (`POST /2015-03-31/functions/{FunctionName}/invocations`), the hot route, answered straight
     from the ASGI scope in front of the Starlette app: no routing over every route, middleware
@@ -87,8 +82,8 @@ class InvokeFastPath:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
-            if len(path) >= _INVOKE_MIN and path.startswith(_INVOKE_PREFIX) and path.endswith(_INVOKE_SUFFIX):
-                await self._invoke(scope, receive, send, path[len(_INVOKE_PREFIX) : -len(_INVOKE_SUFFIX)])
+            if (function_name := invoke_path_function(path)) is not None:
+                await self._invoke(scope, receive, send, function_name)
                 return
         await self.app(scope, receive, send)
 
@@ -121,7 +116,7 @@ class InvokeFastPath:
         except _ClientGone:
             raise
         except Exception:
-            log.exception("request.failed", path=f"{_INVOKE_PREFIX}{function_name}{_INVOKE_SUFFIX}")
+            log.exception("request.failed", path=f"/2015-03-31/functions/{function_name}/invocations")
             return _error_response(request_id, ServiceException("An internal error occurred; see the service log."))
 
 

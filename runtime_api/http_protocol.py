@@ -24,15 +24,13 @@ import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from .invoke import invoke_path_function
 from .logs import get_logger
 
 if TYPE_CHECKING:
     from .app import InvokeFastPath
 
 log = get_logger("http")
-
-_INVOKE_PREFIX = "/2015-03-31/functions/"
-_INVOKE_SUFFIX = "/invocations"
 
 
 def protocol_for(app: InvokeFastPath) -> type[InvokeHttpProtocol]:
@@ -94,12 +92,10 @@ class InvokeHttpProtocol(HttpToolsProtocol):
         path = url.path.decode("ascii")
         if "%" in path:
             path = urllib.parse.unquote(path)
-        if not (path.startswith(_INVOKE_PREFIX) and path.endswith(_INVOKE_SUFFIX)):
-            return None
-        if len(path) < len(_INVOKE_PREFIX) + len(_INVOKE_SUFFIX) or self.root_path:
+        function_name = invoke_path_function(path)
+        if function_name is None or self.root_path:
             return None
         keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
-        function_name = path[len(_INVOKE_PREFIX) : -len(_INVOKE_SUFFIX)]
         return _Pending(function_name, url.query or b"", self.headers, keep_alive)
 
     def on_body(self, body: bytes) -> None:

@@ -41,6 +41,19 @@ _STREAM_INVOCATION_TYPES = ("RequestResponse", "DryRun")
 _LOG_TYPES = ("None", "Tail")
 
 
+_INVOKE_PREFIX = "/2015-03-31/functions/"
+_INVOKE_SUFFIX = "/invocations"
+
+
+def invoke_path_function(path: str) -> str | None:
+    """The function name of an Invoke path (`/2015-03-31/functions/{FunctionName}/invocations`, decoded),
+    as the router's `{function_name:path}` would take it; None for any other path."""
+    long_enough = len(path) >= len(_INVOKE_PREFIX) + len(_INVOKE_SUFFIX)
+    if long_enough and path.startswith(_INVOKE_PREFIX) and path.endswith(_INVOKE_SUFFIX):
+        return path[len(_INVOKE_PREFIX) : -len(_INVOKE_SUFFIX)]
+    return None
+
+
 class InvokeCall:
     """What an Invoke-style request carries, however it arrived (a Starlette request, the ASGI scope on
     the Invoke fast path, or the service's HTTP protocol): header names are lower-case, the first value
