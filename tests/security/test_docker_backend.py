@@ -155,6 +155,10 @@ class Sandbox:
     holder: str
     uid: int  # the host uid both run as
     pid: int  # host pid of the function container's init
+    # cgroup path by controller ("" for v2's one hierarchy), read when found: a pid read later may have
+    # been reused by then (a fork bomb churns through pids), and a process of the host's root cgroup
+    # would send the test to the root's files
+    memberships: dict[str, str]
 
     @classmethod
     def of(cls, container: str, info: dict) -> Sandbox:
@@ -162,18 +166,24 @@ class Sandbox:
         assert network.startswith("container:"), network
         uid, _, gid = info["Config"]["User"].partition(":")
         assert uid == gid, info["Config"]["User"]
-        return cls(container, network.removeprefix("container:"), int(uid), info["State"]["Pid"])
-
-    def cgroup(self, controller: str) -> Path:
-        """The container's own cgroup folder for `controller` (Docker made it; v1 or v2)."""
+        pid = info["State"]["Pid"]
         memberships = {}
-        for line in Path(f"/proc/{self.pid}/cgroup").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
             _, controllers, path = line.split(":", 2)
             for name in controllers.split(","):
                 memberships[name] = path.lstrip("/")
-        if controller in memberships:
-            return Path("/sys/fs/cgroup") / controller / memberships[controller]
-        return Path("/sys/fs/cgroup") / memberships[""]
+        return cls(container, network.removeprefix("container:"), int(uid), pid, memberships)
+
+    @property
+    def in_its_cgroup(self) -> bool:
+        """Whether the container's init was in a pids cgroup of its own (not the root) when it was found."""
+        return bool(self.memberships.get("pids", self.memberships.get("")))
+
+    def cgroup(self, controller: str) -> Path:
+        """The container's own cgroup folder for `controller` (Docker made it; v1 or v2)."""
+        if controller in self.memberships:
+            return Path("/sys/fs/cgroup") / controller / self.memberships[controller]
+        return Path("/sys/fs/cgroup") / self.memberships[""]
 
 
 def sandbox_of(service: ServiceProcess, uid: int) -> Sandbox:
@@ -212,7 +222,10 @@ def running(service: ServiceProcess, name: str, tag: str, event: dict | None = N
         assert len(new) < 2, f"sandboxes started meanwhile: {list(new)}"
         for container, info in new.items():
             if info["State"]["Pid"]:
-                return Run(future, Sandbox.of(container, info))
+                with contextlib.suppress(FileNotFoundError):  # not started yet after all
+                    sandbox = Sandbox.of(container, info)
+                    if sandbox.in_its_cgroup:  # else not moved into its cgroup yet: look again
+                        return Run(future, sandbox)
         return None
 
     with ThreadPoolExecutor(1) as executor:
