@@ -22,7 +22,15 @@ from .event_store import EventStore
 from .events import EventQueue
 from .heartbeat import Heartbeat
 from .invocation import new_request_id
-from .invoke import InvokeCall, invoke, invoke_async, invoke_call, invoke_path_function, invoke_with_response_stream
+from .invoke import (
+    InvokeCall,
+    first_headers,
+    invoke,
+    invoke_async,
+    invoke_call,
+    invoke_path_function,
+    invoke_with_response_stream,
+)
 from .logs import bind_request_id, get_logger
 from .mcp_http import MCPEndpoint
 from .metrics import CONTENT_TYPE_LATEST
@@ -88,11 +96,7 @@ class InvokeFastPath:
         await self.app(scope, receive, send)
 
     async def _invoke(self, scope: Any, receive: Any, send: Any, function_name: str) -> None:
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:  # lower-case names already (uvicorn)
-            key = name.decode("latin-1")
-            if key not in headers:  # the first of a repeated header, as Starlette's Headers.get
-                headers[key] = value.decode("latin-1")
+        headers = first_headers(scope["headers"])  # lower-case names already (uvicorn)
         try:
             response = await self.answer(function_name, scope["query_string"], headers, _body(receive))
         except _ClientGone:

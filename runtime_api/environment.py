@@ -575,7 +575,8 @@ class Environment:
             invocation.stream.close()
         ended = (invocation, len(payload), error_type, note, duration_ms, init_ms, extensions_busy)
         wants_tail = invocation.wants_log_tail
-        if wants_tail or extensions_busy:
+        lines_first = wants_tail or extensions_busy  # else the answer goes out first (below)
+        if lines_first:
             self._log_end(*ended)
         invocation.resolve(
             InvocationResult(
@@ -587,7 +588,7 @@ class Environment:
                 init_duration_ms=init_ms,
             )
         )
-        if not (wants_tail or extensions_busy):
+        if not lines_first:
             # Nobody waits for the log lines: the answer goes out first (resolving has just queued the
             # caller's task), END and REPORT right after it, before the loop takes anything else in.
             self._loop.call_soon(self._log_end, *ended)

@@ -24,7 +24,7 @@ import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from .invoke import invoke_path_function
+from .invoke import first_headers, invoke_path_function
 from .logs import get_logger
 
 if TYPE_CHECKING:
@@ -116,11 +116,7 @@ class InvokeHttpProtocol(HttpToolsProtocol):
 
     async def _answer(self, pending: _Pending) -> None:
         try:
-            headers: dict[str, str] = {}
-            for name, value in pending.headers:
-                key = name.decode("latin-1")
-                if key not in headers:  # the first of a repeated header, as Starlette's Headers.get
-                    headers[key] = value.decode("latin-1")
+            headers = first_headers(pending.headers)
             response = await self.invoke_app.answer(pending.function_name, pending.query, headers, bytes(pending.body))
             if pending.disconnected or self.transport.is_closing():
                 return

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import orjson
@@ -52,6 +52,17 @@ def invoke_path_function(path: str) -> str | None:
     if long_enough and path.startswith(_INVOKE_PREFIX) and path.endswith(_INVOKE_SUFFIX):
         return path[len(_INVOKE_PREFIX) : -len(_INVOKE_SUFFIX)]
     return None
+
+
+def first_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Raw (lower-case name, value) header pairs by name, the first of a repeated one kept (as
+    Starlette's `Headers.get`): what `InvokeCall.headers` holds."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1")
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
 
 
 class InvokeCall:
