@@ -596,10 +596,17 @@ class ControlPlane:
                     "ImageConfig is only supported for functions with packageType Image"
                 )
             image = _typed(body["ImageConfig"] or {}, "ImageConfig", dict)
+            working_directory = image.get("WorkingDirectory")
+            if working_directory is not None and (
+                not isinstance(working_directory, str) or len(working_directory) > 1000
+            ):
+                raise InvalidParameterValueException(
+                    "ImageConfig.WorkingDirectory must be a string of up to 1000 characters"
+                )
             changes["image_config"] = ImageConfig(
-                entry_point=tuple(image["EntryPoint"]) if image.get("EntryPoint") else None,
-                command=tuple(image["Command"]) if image.get("Command") else None,
-                working_directory=image.get("WorkingDirectory"),
+                entry_point=_strings(image.get("EntryPoint"), "ImageConfig.EntryPoint", 1500) or None,
+                command=_strings(image.get("Command"), "ImageConfig.Command", 1500) or None,
+                working_directory=working_directory,
             )
         return dataclasses.replace(spec, **changes)
 
@@ -1035,6 +1042,15 @@ def _typed(value: Any, key: str, kind: type) -> Any:
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise InvalidParameterValueException(f"{key} must be a {kind.__name__}")
     return value
+
+
+def _strings(value: Any, key: str, most: int) -> tuple[str, ...]:
+    """A list of at most `most` strings (None: empty), as a tuple."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > most or not all(isinstance(item, str) for item in value):
+        raise InvalidParameterValueException(f"{key} must be a list of at most {most} strings")
+    return tuple(value)
 
 
 def _bounded(value: Any, member: str, low: int, high: int | None) -> int:

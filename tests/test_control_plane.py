@@ -139,6 +139,13 @@ def test_create_conflicts_and_validation(client, service):
     assert "less than or equal to 900" in too_long[2]["message"]
     big_env = _body(name=unique("r"), Environment={"Variables": {"X": "y" * 5000}})
     assert _raw(service, "POST", "/2015-03-31/functions", big_env)[:2] == (400, "InvalidParameterValueException")
+    # An ImageConfig member of the wrong shape was a 500 (TypeError; found by schemathesis in CI).
+    for config in ({"Command": 6889005968346494}, {"EntryPoint": ["a", 1]}, {"WorkingDirectory": 7}):
+        image = {"FunctionName": unique("i"), "Role": ROLE, "PackageType": "Image", "ImageConfig": config}
+        image["Code"] = {"ImageUri": "app:1"}
+        refused = _raw(service, "POST", "/2015-03-31/functions", json.dumps(image).encode())
+        assert refused[:2] == (400, "InvalidParameterValueException"), (config, refused)
+        assert "ImageConfig." in refused[2]["message"], refused
     not_json = _raw(service, "POST", "/2015-03-31/functions", b"{nope")
     assert not_json[:2] == (400, "InvalidRequestContentException")
     deep = _raw(service, "POST", "/2015-03-31/functions", b"[" * 5000 + b"]" * 5000)  # was a 500 (RecursionError)

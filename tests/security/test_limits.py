@@ -53,8 +53,10 @@ def test_fork_bomb_is_bounded(service):
             time.sleep(0.05)
         response, result = run.future.result()
     assert result["errorType"] in ("Sandbox.Timedout", "Runtime.OutOfMemory"), result
-    assert response["elapsed"] < 8
-    assert checks >= 3 and refused > 0, (checks, refused)  # pids.events: forks the limit refused
+    assert response["elapsed"] < 11
+    # pids.events: forks the limit refused. On a loaded machine the bomb needs seconds to reach the limit
+    # (in a suite run it once had not after 3 s): its Timeout is 6 s.
+    assert checks >= 3 and refused > 0, (checks, refused, peak, result)
     assert 100 < peak <= PIDS_MAX, peak
     assert_sandbox_gone(service, run.uid)
     assert_unharmed(service)
