@@ -304,6 +304,7 @@ class ControlPlane:
         role = _role(body)
         package_type = _choice(body.get("PackageType", "Zip"), "packageType", ("Zip", "Image"))
         code_body = _required(body, "Code", dict)
+        tags = _tags(body.get("Tags", {}))  # every member checked before the code is stored
         if name in self.entries:
             raise ResourceConflictException(f"Function already exist: {name}")
         spec = self._configured(
@@ -332,7 +333,7 @@ class ControlPlane:
             last_update_status=None,
             package=package.hex_digest if package else None,
         )
-        entry = Entry(meta=meta, tags=_tags(body.get("Tags", {})))
+        entry = Entry(meta=meta, tags=tags)
         self.entries[name] = entry
         self.registry.add(spec)
         self.service.pending[spec.key] = "Pending"
