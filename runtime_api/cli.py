@@ -112,11 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     if args.command == "generate-event":
         return sample_events.run(args)
-    # Imported here: the template loader (cfn-lint) and the sandbox take a second to import, which a
-    # command like generate-event should not pay.
-    from .service import StartupError
-    from .template import TemplateError
-
     try:
         if args.command == "invoke":
             return _invoke(args)
@@ -128,12 +123,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sandbox-runtime: configuration error: {exc}", file=sys.stderr)
         return 2
-    except TemplateError as exc:
-        print(f"sandbox-runtime: template error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = _startup_error(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
         return 2
-    except StartupError as exc:
-        print(f"sandbox-runtime: {exc}", file=sys.stderr)
-        return 2
+
+
+def _startup_error(exc: Exception) -> str | None:
+    """What to print for an error that stops a command before it runs, or None for any other. The
+    template loader (cfn-lint) and the service take about a second to import: each command reads its
+    settings first, so that a configuration error is reported without waiting for them."""
+    from .service import StartupError
+    from .template import TemplateError
+
+    if isinstance(exc, TemplateError):
+        return f"sandbox-runtime: template error: {exc}"
+    if isinstance(exc, StartupError):
+        return f"sandbox-runtime: {exc}"
+    return None
 
 
 def _settings(args: argparse.Namespace, defaults: dict[str, Any] | None = None, **extra: Any) -> Settings:
@@ -219,13 +228,6 @@ def _template_functions(settings: Settings, args: argparse.Namespace) -> list[Fu
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_app
-    from .http_protocol import protocol_for
-    from .service import Service
-    from .shutdown import GracefulServer
-
     settings = _settings(
         args,
         host=args.host,
@@ -235,6 +237,13 @@ def _serve(args: argparse.Namespace) -> int:
         max_concurrency=args.max_concurrency,
         hot_reload=args.hot_reload,
     )
+    import uvicorn
+
+    from .app import create_app
+    from .http_protocol import protocol_for
+    from .service import Service
+    from .shutdown import GracefulServer
+
     configure_logging(settings.log_level, settings.log_format)
     registry = _registry(settings, args)
     service = Service(settings, registry)
@@ -260,9 +269,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    settings = _settings(args, defaults={"log_level": "warning"})
     from . import build
 
-    settings = _settings(args, defaults={"log_level": "warning"})
     configure_logging(settings.log_level, "console" if settings.log_format == "auto" else settings.log_format)
     registry = _registry(settings, args)
     assert settings.template is not None
@@ -282,10 +291,10 @@ def _build(args: argparse.Namespace) -> int:
 def _mcp(args: argparse.Namespace) -> int:
     """MCP over stdio (`mcp_server.run_stdio`): the service in-process, its logs and the functions' output on
     stderr; standard output carries the protocol only."""
+    settings = _settings(args, defaults={"log_level": "warning", "pool_size": 0}, pool_size=args.pool_size)
     from . import mcp_server
     from .service import Service
 
-    settings = _settings(args, defaults={"log_level": "warning", "pool_size": 0}, pool_size=args.pool_size)
     configure_logging(settings.log_level, "console" if settings.log_format == "auto" else settings.log_format)
     registry = _registry(settings, args)
     service = Service(settings, registry, log_sink=_stderr_sink)
@@ -299,9 +308,9 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
 
 
 def _invoke(args: argparse.Namespace) -> int:
+    settings = _settings(args, defaults={"log_level": "warning"}, pool_size=0)
     from .service import preflight
 
-    settings = _settings(args, defaults={"log_level": "warning"}, pool_size=0)
     fmt = "console" if settings.log_format == "auto" else settings.log_format  # stderr is for people here
     configure_logging(settings.log_level, fmt)
     registry = _registry(settings, args)

@@ -309,6 +309,22 @@ def test_invalid_environment_setting_is_a_configuration_error():
     assert "Traceback" not in result.stderr, str(result)
 
 
+@pytest.mark.parametrize("command", ["serve", "invoke", "build", "mcp"])
+def test_a_configuration_error_is_reported_before_the_heavy_imports(command):
+    """The settings are read first: a bad variable is reported without importing the template loader
+    (cfn-lint) and the service, which took a second for an answer that needs neither."""
+    probe = (
+        "import sys\n"
+        "from runtime_api import cli\n"
+        f"code = cli.main([{command!r}] + (['hello'] if {command!r} == 'invoke' else []))\n"
+        "heavy = ('runtime_api.template', 'runtime_api.service', 'cfnlint')\n"
+        "print(code, sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = run([sys.executable, "-c", probe], env={"SANDBOX_PORT": "abc", "SANDBOX_POOL_SIZE": "x"}, timeout=30)
+    assert result.stdout.strip() == "2 []", str(result)
+    assert "configuration error" in result.stderr, str(result)
+
+
 def test_invoke_log_level_flag_beats_environment_beats_default():
     """Warnings show by default (see the first test); SANDBOX_LOG_LEVEL=error hides them; --log-level wins."""
     pending_quiet = start_invoke("hello", "--template", WARNING_TEMPLATE, env={"SANDBOX_LOG_LEVEL": "error"})
