@@ -63,6 +63,8 @@ _ALIAS_PATTERN = r"(?!^[0-9]+$)([a-zA-Z0-9-_]+)"
 _NAME_RE = re.compile(r"[a-zA-Z0-9-_]{1,64}")
 _MAX_REQUEST_BYTES = 69_905_067  # "Request must be smaller than 69905067 bytes for the CreateFunction operation"
 _MAX_ENVIRONMENT_BYTES = 4096
+_MAX_IMAGE_ARGUMENTS = 1500  # Lambda's limits on ImageConfig: items of EntryPoint and of Command,
+_MAX_WORKING_DIRECTORY_CHARS = 1000  # and WorkingDirectory's length
 _PAGE = 50
 ACCOUNT_CONCURRENCY = 1000
 _MIN_UNRESERVED = 100
@@ -599,14 +601,14 @@ class ControlPlane:
             image = _typed(body["ImageConfig"] or {}, "ImageConfig", dict)
             working_directory = image.get("WorkingDirectory")
             if working_directory is not None and (
-                not isinstance(working_directory, str) or len(working_directory) > 1000
+                not isinstance(working_directory, str) or len(working_directory) > _MAX_WORKING_DIRECTORY_CHARS
             ):
                 raise InvalidParameterValueException(
-                    "ImageConfig.WorkingDirectory must be a string of up to 1000 characters"
+                    f"ImageConfig.WorkingDirectory must be a string of up to {_MAX_WORKING_DIRECTORY_CHARS} characters"
                 )
             changes["image_config"] = ImageConfig(
-                entry_point=_strings(image.get("EntryPoint"), "ImageConfig.EntryPoint", 1500) or None,
-                command=_strings(image.get("Command"), "ImageConfig.Command", 1500) or None,
+                entry_point=_strings(image.get("EntryPoint"), "ImageConfig.EntryPoint", _MAX_IMAGE_ARGUMENTS) or None,
+                command=_strings(image.get("Command"), "ImageConfig.Command", _MAX_IMAGE_ARGUMENTS) or None,
                 working_directory=working_directory,
             )
         return dataclasses.replace(spec, **changes)
