@@ -16,6 +16,7 @@ import functools
 import json
 import re
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -180,3 +181,36 @@ def report(tail: str, request_id: str) -> dict[str, str]:
     """The fields of the invocation's REPORT line in a log tail."""
     line = next(line for line in tail.splitlines() if line.startswith(f"REPORT RequestId: {request_id}"))
     return dict(re.findall(r"([A-Za-z ]+): ([^\t]+)", line.removeprefix("REPORT ")))
+
+
+class PidsWatch:
+    """Samples a pids cgroup every 10 ms in a thread of its own, so the peak and the refused forks are seen
+    however slowly the test's own checks run while a bomb starves the host (each took about 1 s when
+    they did the sampling). Stops when the group is gone or on `stop()`."""
+
+    def __init__(self, group: Path) -> None:
+        self.group = group
+        self.peak = 0
+        self.refused = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                current = int((self.group / "pids.current").read_text())
+                refused = int((self.group / "pids.events").read_text().split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                return  # the sandbox is over and its group removed
+            self.peak, self.refused, self.samples = (
+                max(self.peak, current),
+                max(self.refused, refused),
+                self.samples + 1,
+            )
+            self._stop.wait(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

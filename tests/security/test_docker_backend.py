@@ -38,6 +38,7 @@ from harness import (
     NUMBERS,
     SERVICE_ENV,
     TEMPLATE,
+    PidsWatch,
     assert_unharmed,
     call,
     module_service,
@@ -573,22 +574,20 @@ def test_fork_bomb_is_bounded(service):
     with running(service, "fork-bomb", new_tag("fork")) as run:
         group = run.sandbox.cgroup("pids")
         pids_max = int((group / "pids.max").read_text())
-        peak, refused, checks = 0, 0, 0
-        while not run.future.done():
-            try:
-                peak = max(peak, int((group / "pids.current").read_text()))
-                refused = int((group / "pids.events").read_text().split()[1])
-            except (FileNotFoundError, ProcessLookupError):
-                break  # the container is over and its group removed
+        watch = PidsWatch(group)
+        checks = 0
+        while not run.future.done() and group.exists():
             assert subprocess.run(["true"], timeout=30).returncode == 0
             assert service.health()["status"] == "healthy"
             checks += 1
             time.sleep(0.05)
         _, result = run.future.result()
+        watch.stop()
     assert result["errorType"] in ("Sandbox.Timedout", "Runtime.OutOfMemory"), result
     assert pids_max == 1024
-    assert checks >= 3 and refused > 0, (checks, refused, peak)  # pids.events: forks the limit refused
-    assert 100 < peak <= pids_max, peak
+    # pids.events: forks the limit refused
+    assert checks >= 3 and watch.refused > 0, (checks, watch.samples, watch.refused, watch.peak)
+    assert 100 < watch.peak <= pids_max, watch.peak
     assert_sandbox_gone(run.sandbox)
     assert_unharmed(service)
 

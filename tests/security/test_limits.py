@@ -13,6 +13,7 @@ import pytest
 from harness import (
     SERVICE_ENV,
     TEMPLATE,
+    PidsWatch,
     assert_sandbox_gone,
     assert_unharmed,
     call,
@@ -39,24 +40,20 @@ def test_fork_bomb_is_bounded(service):
     """#9: every process forks forever. The pids cgroup caps the tree (fork gets EAGAIN), the host can
     still fork and the service still answers meanwhile, and the timeout (or an OOM) kills it all."""
     with running(service, "fork-bomb", new_tag("fork")) as run:
-        group = cgroup_parents(service)["pids"] / run.group
-        peak, refused, checks = 0, 0, 0
-        while not run.future.done():
-            try:
-                peak = max(peak, int((group / "pids.current").read_text()))
-                refused = int((group / "pids.events").read_text().split()[1])
-            except FileNotFoundError:
-                break  # the sandbox is over and its group removed
+        watch = PidsWatch(cgroup_parents(service)["pids"] / run.group)
+        checks = 0
+        while not run.future.done() and watch.group.exists():
             assert subprocess.run(["true"], timeout=5).returncode == 0
             assert service.health()["status"] == "healthy"
             checks += 1
             time.sleep(0.05)
         response, result = run.future.result()
+        watch.stop()
     assert result["errorType"] in ("Sandbox.Timedout", "Runtime.OutOfMemory"), result
     assert response["elapsed"] < 8
     # pids.events: forks the limit refused (the bomb reaches the limit in about 0.3 s on a quiet machine).
-    assert checks >= 3 and refused > 0, (checks, refused, peak, result)
-    assert 100 < peak <= PIDS_MAX, peak
+    assert checks >= 3 and watch.refused > 0, (checks, watch.samples, watch.refused, watch.peak, result)
+    assert 100 < watch.peak <= PIDS_MAX, watch.peak
     assert_sandbox_gone(service, run.uid)
     assert_unharmed(service)
 
