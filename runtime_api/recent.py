@@ -9,17 +9,17 @@ an error payload up to ERROR_BYTES: memory stays bounded whatever the functions 
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import json
 from collections import deque
-from time import time
+from time import time, time_ns
 from typing import Any
 
 from .errors import TooManyRequestsException
 from .functions import FunctionSpec
 from .invocation import Invocation, InvocationResult
 from .output import LogSink
+from .telemetry import timestamp
 
 LINE_CHARS = 2048  # a log line's characters kept (a line may be 256 KB: `output._MAX_LINE`)
 ERROR_BYTES = 4096  # an error payload kept to tell the function's own error type and message
@@ -39,7 +39,11 @@ class Recent:
     def __init__(self, invocations: int, lines: int) -> None:
         self._invocations: deque[_Invocation] = deque(maxlen=invocations)
         self._lines: deque[_Line] = deque(maxlen=lines)
-        self._cursor = itertools.count(1)
+        # Cursors start past every cursor an earlier run of the service gave out (microseconds since the
+        # epoch at the start), so a page that kept one across a restart is told apart from a reader that
+        # is behind.
+        self._first_cursor = time_ns() // 1000 + 1
+        self._cursor = itertools.count(self._first_cursor)
         self.recorded = 0  # invocations recorded since the start (the ring holds the last ones)
 
     @property
@@ -62,9 +66,8 @@ class Recent:
         )  # fmt: skip
         self.recorded += 1
 
-    def refused(self, invocation: Invocation, error: Exception) -> None:
-        """An invocation that never ran: throttled (429), or the service could not run it."""
-        outcome = "throttled" if isinstance(error, TooManyRequestsException) else "service_error"
+    def refused(self, invocation: Invocation, error: Exception, outcome: str) -> None:
+        """An invocation that never ran: `outcome` throttled (a 429), or service_error."""
         reason = error.members.get("Reason") if isinstance(error, TooManyRequestsException) else None
         self._invocations.append(
             (time(), invocation.request_id, invocation.function, invocation.version, None, None,
@@ -97,11 +100,11 @@ class Recent:
     def lines(self, after: int | None, limit: int) -> dict[str, Any]:
         """Log lines, oldest first: those after the cursor `after` (all kept, without one), at most the
         newest `limit` of them. `skipped`: lines after `after` left out (gone from the ring, or over the
-        limit); `next`: the cursor to ask after next time. A cursor from beyond the last line (a service
+        limit); `next`: the cursor to ask after next time. A cursor of another run of the service (one
         that restarted since) counts as none."""
         kept = list(self._lines)
-        last = kept[-1][0] if kept else 0
-        if after is None or after > last:
+        last = kept[-1][0] if kept else self._first_cursor - 1
+        if after is None or after > last or after < self._first_cursor - 1:
             after = None
             newer = kept
         else:
@@ -114,10 +117,6 @@ class Recent:
         else:
             skipped, following = 0, last if after is None else after
         return {"lines": [_line(entry) for entry in chosen], "next": following, "skipped": skipped}
-
-
-def _iso(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _invocation(entry: _Invocation) -> dict[str, Any]:
@@ -138,7 +137,7 @@ def _invocation(entry: _Invocation) -> dict[str, Any]:
         "request_id": request_id,
         "function": function.name,
         "version": version,
-        "start_time": _iso(started),
+        "start_time": timestamp(started),
         "duration_ms": None if duration_ms is None else round(duration_ms, 3),
         "init_duration_ms": None if init_ms is None else round(init_ms, 3),
         "outcome": outcome,
@@ -167,7 +166,7 @@ def _line(entry: _Line) -> dict[str, Any]:
     cursor, at, function, request_id, text, length = entry
     return {
         "cursor": cursor,
-        "time": _iso(at),
+        "time": timestamp(at),
         "function": function.name,
         "request_id": request_id,
         "text": text,

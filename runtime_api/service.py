@@ -701,13 +701,10 @@ class Service:
             pool = self.pool_for(invocation.function)
             try:
                 result = await pool.invoke(invocation)
-            except TooManyRequestsException as exc:
-                metrics.refused(invocation.function.name, "throttled")
-                self.recent.refused(invocation, exc)
-                raise
             except Exception as exc:
-                metrics.refused(invocation.function.name, "service_error")
-                self.recent.refused(invocation, exc)
+                outcome = "throttled" if isinstance(exc, TooManyRequestsException) else "service_error"
+                metrics.refused(invocation.function.name, outcome)
+                self.recent.refused(invocation, exc, outcome)
                 raise
         finally:
             metrics.in_flight -= 1

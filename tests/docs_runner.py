@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import yaml
@@ -78,6 +78,8 @@ class DocsRunner:
             run_, mine = self._claim(block)
             if mine:
                 self._run(block, run_)
+            else:  # a test (or another page's copy) runs it: the page's next block waits for it, in order
+                wait([run_], timeout=BLOCK_TIMEOUT * 2)
 
     def _claim(self, block: Block) -> tuple[Future[None], bool]:
         """The run of this block's code, and whether the caller is the one to do it. README_zh.md's copies

@@ -84,11 +84,7 @@ _NOT_SETTINGS = {
 
 
 def _variables_in_code(*folders: str) -> set[str]:
-    found = set()
-    for folder in folders:
-        for source in (REPO / folder).rglob("*.py"):
-            found |= set(re.findall(r"(?<![A-Z_])SANDBOX_[A-Z][A-Z0-9_]*[A-Z0-9]", source.read_text()))
-    return found
+    return _in_code(r"(?<![A-Z_])SANDBOX_[A-Z][A-Z0-9_]*[A-Z0-9]", *folders)
 
 
 def test_configuration_lists_every_variable() -> None:
@@ -242,7 +238,7 @@ def test_development_covers_every_test_file() -> None:
 
 def _anchors(page: Path) -> set[str]:
     """The anchors GitHub makes for a page's headings (code blocks left out)."""
-    text = re.sub(r"^ *```.*?^ *```", "", page.read_text(), flags=re.S | re.M)
+    text = _prose(page)
     anchors: set[str] = set()
     for heading in re.findall(r"^#{1,6} +(.+?) *$", text, flags=re.M):
         slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
@@ -257,7 +253,7 @@ def _anchors(page: Path) -> set[str]:
 def test_links_between_pages_resolve() -> None:
     broken = []
     for page in PAGES:
-        text = re.sub(r"^ *```.*?^ *```", "", page.read_text(), flags=re.S | re.M)
+        text = _prose(page)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+:", target):
                 continue
@@ -268,3 +264,8 @@ def test_links_between_pages_resolve() -> None:
             elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
                 broken.append(f"{page.relative_to(REPO)}: {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def _prose(page: Path) -> str:
+    """The page without its fenced code blocks."""
+    return re.sub(r"^ *```.*?^ *```", "", page.read_text(), flags=re.S | re.M)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import FUNCTIONS, ServiceProcess
 from project_support import write_template
-from support import invoke, package, request_id, wait_for
+from support import invoke, package, request_id, wait_for, wait_for_function
 
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 SE = "/workspace/se"
@@ -28,13 +28,6 @@ def handler(event, context):
     threading.Thread(target=_die).start()
     return "answered"
 """
-
-
-@pytest.fixture(scope="module")
-def service() -> Any:
-    running = ServiceProcess(FUNCTIONS / "template.yaml", env={"SANDBOX_EVENT_RETRY_DELAY": "0.1"})
-    yield running
-    assert running.stop() == 0
 
 
 def logged_by(service: ServiceProcess, action: Callable[[], Any], quiet: float = 0.5) -> tuple[Any, list[dict]]:
@@ -66,7 +59,7 @@ def platform_lines(events: list[dict]) -> list[str]:
 @pytest.mark.parametrize(
     ("name", "event", "outcome"),
     [
-        ("echo", {"cold": True}, None),  # a cold start (SANDBOX_POOL_SIZE=0): environment.started is its
+        ("echo", {"cold": True}, None),  # echo's first invocation here: a cold start, its lines carry its id
         ("echo", {"warm": True}, None),
         ("logs", {"lines": 3}, None),
         ("fail", {"value": 1}, "ValueError"),
@@ -145,7 +138,7 @@ def test_an_environment_does_not_carry_the_request_that_started_it(service):
     client.create_function(
         FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler", Code={"ZipFile": package(DIES_LATER)}
     )
-    client.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+    wait_for_function(client, "function_active_v2", name)
     (response, payload), events = logged_by(service, lambda: invoke(client, name, {}), quiet=1.0)
     assert json.loads(payload) == "answered"
     rid = request_id(response)

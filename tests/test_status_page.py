@@ -122,6 +122,9 @@ def test_the_log_tail_shows_what_a_function_printed(service: ServiceProcess, cli
     assert newer["next"] == since + 4 and newer["skipped"] == 0
     # A cursor from beyond the last line (a service restarted since the page last asked) counts as none.
     assert get(service, f"/status/logs?after={since + 10**9}&limit=4") == newer
+    # So does one from before this run's first line: an earlier run's cursor, however many lines this
+    # run has logged since (the lines after it here were never that cursor's to skip).
+    assert get(service, f"/status/logs?after={since - 10**9}&limit=4") == newer
 
 
 def test_the_rings_keep_only_the_last_entries(service: ServiceProcess, client) -> None:
