@@ -144,7 +144,9 @@ class Environment:
         self._responding: ResponseSink | None = None  # a /response body for it is arriving
         self._cold: Invocation | None = None  # the invocation that waited for this environment's init
         self._started_at = 0.0  # perf_counter of the current invocation's START
-        self._wakeup = asyncio.Event()  # set when work is assigned or the environment ends
+        # Runtimes' /next requests waiting for work: called back (at once, in the assigning call) when an
+        # invocation is assigned, the init completes or fails, or the environment ends.
+        self._next_waiters: list[Callable[[], None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._init_timer: asyncio.TimerHandle | None = None
         self._init_error: tuple[str, bytes] | None = None
@@ -261,11 +263,16 @@ class Environment:
                     output.init_request_id = invocation.request_id  # the init's output, in its log
         else:
             self.state = State.BUSY
-        self._wakeup.set()
+        self._wake_runtime()
 
     # -- Runtime API ----------------------------------------------------------------------------
 
-    async def next_invocation(self) -> Invocation:
+    def take_next(self, *, waited: bool = False) -> Invocation | None:
+        """A runtime's /next: the invocation it gets now, or None when it has to wait for one
+        (`wait_next`; then `waited` when it looks again). Raises the Runtime API's error when /next is
+        not allowed now."""
+        if waited and (not self.alive or self._init_error is not None):
+            raise _invalid_transition("Stopped", "Ready")  # it ended while the runtime waited
         if self._init_error is not None or not self.alive:
             raise _invalid_transition("InitError" if self._init_error else "Stopped", "Ready")
         if self._responding is not None:
@@ -283,11 +290,8 @@ class Environment:
             record = {"initializationType": "on-demand", "phase": "init", "status": "success"}
             self.telemetry.emit("platform", "platform.initRuntimeDone", record)
             self._check_init()
-        while self._pending is None or self.init_duration_ms is None:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-            if not self.alive or self._init_error is not None:
-                raise _invalid_transition("Stopped", "Ready")
+        if self._pending is None or self.init_duration_ms is None:
+            return None
         invocation, self._pending = self._pending, None
         self._current, self._answered = invocation, False
         self.state = State.BUSY
@@ -297,6 +301,21 @@ class Environment:
         if self.extensions:
             self._invoke_extensions(invocation)
         return invocation
+
+    def wait_next(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once when a waiting /next should look again (`take_next`): the event is
+        written in the same call that assigns it, so the runtime gets it without another loop turn."""
+        self._next_waiters.append(callback)
+
+    def forget_next(self, callback: Callable[[], None]) -> None:
+        """A waiting /next went away (its connection closed)."""
+        if callback in self._next_waiters:
+            self._next_waiters.remove(callback)
+
+    def _wake_runtime(self) -> None:
+        waiters, self._next_waiters = self._next_waiters, []
+        for callback in waiters:
+            callback()
 
     def _check_init(self) -> None:
         """Init ends when the runtime and every extension have called next (external extensions the
@@ -319,7 +338,7 @@ class Environment:
         if self._pending is None:
             self.state = State.READY
             self._available()
-        self._wakeup.set()  # a runtime waiting in /next for its cold invocation
+        self._wake_runtime()  # a runtime waiting in /next for its cold invocation
 
     def _fail_init(self, error_type: str, message: str) -> None:
         """The init fails for a reason of the platform's (an extension's): like /init/error."""
@@ -330,7 +349,7 @@ class Environment:
         record = {**self._init_phase("error"), "errorType": error_type}
         self.telemetry.emit("platform", "platform.initRuntimeDone", record)
         self.note_end("init_error", self._pending)
-        self._wakeup.set()
+        self._wake_runtime()
         self._loop.call_soon(self.stop)
 
     def _init_record(self) -> dict[str, Any]:
@@ -704,7 +723,7 @@ class Environment:
         undelivered, self._pending = self._pending, None
         if undelivered is not None:
             undelivered = self._settle_undelivered(undelivered, status, initialised)
-        self._wakeup.set()
+        self._wake_runtime()
         self._hooks.on_stopped(self, undelivered)
 
     def _exit_error(self, invocation: Invocation, status: int) -> tuple[bytes, str]:

@@ -89,6 +89,8 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._queue: list[_Request] = []
         self._task: asyncio.Task[None] | None = None
+        # A /next waiting for work (with the answer held back to go out with it): `_next_ready` answers it.
+        self._parked: tuple[_Request, bytes] | None = None
         self._receiving: _Request | None = None  # the request whose body is arriving
         self._paused: set[str] = set()  # why reading is paused: "held", "drain"
 
@@ -109,7 +111,10 @@ class RuntimeAPIProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if self._task is not None:
-            self._task.cancel()  # e.g. a /next long poll whose runtime went away
+            self._task.cancel()
+        if self._parked is not None:  # a /next long poll whose runtime went away
+            self._parked = None
+            self.env.forget_next(self._next_ready)
         self._queue.clear()
         receiving, self._receiving = self._receiving, None
         if receiving is not None and receiving.sink is not None:
@@ -145,7 +150,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             request_id, _, action = request.path[len(_INVOCATION) :].partition("/")
             if action == "response":
                 request.response_id = request_id
-                if self._task is None and not self._queue:
+                if not self._busy:
                     self._open_response(request)
                 else:  # answer the requests before it first (_serve_queue opens it then)
                     request.held = []
@@ -171,8 +176,13 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self._receiving = None
         self._end_response(self._request)  # at once: a /next on another connection must find it answered
         self._queue.append(self._request)
-        if self._task is None:
+        if self._task is None and self._parked is None:
             self._task = self._loop.create_task(self._serve_queue())
+
+    @property
+    def _busy(self) -> bool:
+        """A request before the one arriving is still being answered."""
+        return self._task is not None or self._parked is not None or bool(self._queue)
 
     # -- response bodies ------------------------------------------------------------------------
 
@@ -232,8 +242,12 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                 if request.held is not None:
                     self._open_response(request)  # its turn has come
                     self._end_response(request)
-                answer = held_back + await self._handle(request)
-                held_back = b""
+                answer = await self._handle(request)
+                if answer is None:  # a /next waiting for work: `_next_ready` answers it, and goes on
+                    self._parked, held_back = (request, held_back), b""
+                    self.env.wait_next(self._next_ready)
+                    return
+                answer, held_back = held_back + answer, b""
                 if not request.keep_alive:
                     self._write(answer)
                     self._close()
@@ -254,12 +268,37 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         if receiving is not None and receiving.held is not None:
             self._open_response(receiving)  # a /response still arriving: its turn has come
 
-    async def _handle(self, request: _Request) -> bytes:
+    def _next_ready(self) -> None:
+        """The environment has work for the waiting /next, or ended: answer it now, in the call that
+        assigned the work (the Invoke request's), so the event goes out without another loop turn."""
+        if self._parked is None:
+            return
+        request, held_back = self._parked
+        try:
+            invocation = self.env.take_next(waited=True)
+            if invocation is None:
+                self.env.wait_next(self._next_ready)
+                return
+            answer = self._render_invocation(invocation)
+        except RuntimeAPIError as exc:
+            answer = _render_error(exc)
+        except Exception:
+            answer = self._failed(request)
+        self._parked = None
+        self._write(held_back + answer)
+        if not request.keep_alive:
+            self._close()
+        elif self._queue or (self._receiving is not None and self._receiving.held is not None):
+            self._task = self._loop.create_task(self._serve_queue())
+
+    async def _handle(self, request: _Request) -> bytes | None:
+        """The answer to `request`; None for a /next that has to wait for work (`Environment.wait_next`)."""
         path, method = request.path, request.method
         try:
             if path == _NEXT:
                 _require(method, "GET")
-                return self._render_invocation(await self.env.next_invocation())
+                invocation = self.env.take_next()
+                return None if invocation is None else self._render_invocation(invocation)
             if path.startswith(_INVOCATION):
                 request_id, _, action = path[len(_INVOCATION) :].partition("/")
                 if action not in ("response", "error"):
@@ -303,12 +342,17 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             raise _not_found()
         except RuntimeAPIError as exc:
             return _render_error(exc)
-        except Exception:  # a bug of ours: the runtime gets the API's documented 500, not a silent connection
-            log.exception(
-                "runtime.request_failed", method=method, path=path, function=self.env.function.name,
-                request_id=path[len(_INVOCATION) :].partition("/")[0] if path.startswith(_INVOCATION) else None,
-            )  # fmt: skip
-            return _render_error(RuntimeAPIError(500, "ServiceException", "An internal error occurred"))
+        except Exception:
+            return self._failed(request)
+
+    def _failed(self, request: _Request) -> bytes:
+        """A bug of ours: the runtime gets the API's documented 500, not a silent connection."""
+        path = request.path
+        log.exception(
+            "runtime.request_failed", method=request.method, path=path, function=self.env.function.name,
+            request_id=path[len(_INVOCATION) :].partition("/")[0] if path.startswith(_INVOCATION) else None,
+        )  # fmt: skip
+        return _render_error(RuntimeAPIError(500, "ServiceException", "An internal error occurred"))
 
     async def _extension(self, request: _Request, action: str) -> bytes:
         headers, method = request.headers, request.method

@@ -433,13 +433,25 @@ class _Environment:
     """The environment's side, as far as the protocol calls it."""
 
     def __init__(self) -> None:
-        import asyncio
-
-        self.events: asyncio.Queue = asyncio.Queue()
+        self.pending: list = []
+        self.waiters: list = []
         self.sinks: list[_Sink] = []
 
-    async def next_invocation(self):
-        return await self.events.get()
+    def take_next(self, *, waited=False):
+        return self.pending.pop(0) if self.pending else None
+
+    def wait_next(self, callback):
+        self.waiters.append(callback)
+
+    def forget_next(self, callback):
+        self.waiters.remove(callback)
+
+    def assign(self, invocation):
+        """As `Environment.assign`: a waiting /next is called back in this call."""
+        self.pending.append(invocation)
+        waiters, self.waiters = self.waiters, []
+        for callback in waiters:
+            callback()
 
     def open_response(self, request_id, mode, length):
         self.sinks.append(_Sink())
@@ -463,9 +475,8 @@ async def test_a_202_waits_for_the_pipelined_next_and_goes_out_with_its_event():
     assert transport.writes == []  # the 202 waits for the event
     assert env.sinks[0].body == b"{}"  # while the response itself was taken at once
     function = type("F", (), {"arn": ARN.format("f")})()
-    env.events.put_nowait(Invocation(function=function, payload=b'{"n":2}', request_id="r-2"))  # type: ignore[arg-type]
-    await asyncio.sleep(0.01)
-    assert len(transport.writes) == 1
+    env.assign(Invocation(function=function, payload=b'{"n":2}', request_id="r-2"))  # type: ignore[arg-type]
+    assert len(transport.writes) == 1  # written in the call that assigned it, not a loop turn later
     assert transport.writes[0].startswith(b"HTTP/1.1 202 Accepted\r\n")
     assert b'{"status":"OK"}\nHTTP/1.1 200 OK\r\n' in transport.writes[0]
     assert transport.writes[0].endswith(b'{"n":2}')
@@ -498,3 +509,24 @@ async def test_a_refused_response_with_a_pipelined_next_closes_the_connection_in
     await asyncio.sleep(0.01)
     assert [w[:24] for w in transport.writes] == [b"HTTP/1.1 400 Bad Request"]
     assert closed == [True]  # the /next behind it is not served: no event is taken for a runtime that may stop
+
+
+async def test_a_waiting_next_whose_connection_closes_takes_no_event():
+    import asyncio
+
+    from runtime_api.invocation import Invocation
+    from runtime_api.runtime import RuntimeAPIProtocol
+
+    env = _Environment()
+    protocol = RuntimeAPIProtocol(env)  # type: ignore[arg-type]
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n\r\n")
+    await asyncio.sleep(0.01)
+    assert len(env.waiters) == 1 and transport.writes == []
+    protocol.connection_lost(None)
+    assert env.waiters == []
+    function = type("F", (), {"arn": ARN.format("f")})()
+    invocation = Invocation(function=function, payload=b"{}", request_id="r-3")  # type: ignore[arg-type]
+    env.assign(invocation)
+    assert env.pending == [invocation] and transport.writes == []  # left for a runtime that asks again
