@@ -21,15 +21,17 @@ from .errors import LambdaServiceError, MethodNotAllowedException, ServiceExcept
 from .event_store import EventStore
 from .events import EventQueue
 from .heartbeat import Heartbeat
-from .invocation import new_request_id
+from .invocation import Invocation, new_request_id
 from .invoke import (
     InvokeCall,
+    answer_headers,
     first_headers,
     invoke,
     invoke_async,
     invoke_call,
     invoke_path_function,
     invoke_with_response_stream,
+    start_invoke,
 )
 from .logs import bind_request_id, get_logger
 from .mcp_http import MCPEndpoint
@@ -109,19 +111,52 @@ class InvokeFastPath:
         """Invoke's answer, errors included; `headers` by lower-case name. Also the service's HTTP protocol's
         (`http_protocol`), which takes small Invoke requests off the ASGI path. Each call runs in a task
         of its own (uvicorn's, or the protocol's), where the request id is bound for the log."""
-        request_id = new_request_id()
-        bind_request_id(request_id)
-        qualifier = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("Qualifier") if query else None
-        call = InvokeCall(function_name, qualifier, headers, body, request_id)
+        call = _call(function_name, query, headers, body)
         try:
             return await invoke_call(self._service, self.state.events, call)
-        except LambdaServiceError as exc:
-            return _error_response(request_id, exc)
         except _ClientGone:
             raise
-        except Exception:
-            log.exception("request.failed", path=f"/2015-03-31/functions/{function_name}/invocations")
-            return _error_response(request_id, ServiceException("An internal error occurred; see the service log."))
+        except Exception as exc:
+            return _failed(call, exc)
+
+    def start(
+        self, function_name: str, query: bytes, headers: dict[str, str], body: bytes
+    ) -> Invocation | Response | None:
+        """`answer` as far as it goes without waiting (`invoke.start_invoke`), for the service's HTTP
+        protocol: the answer now, or the invocation whose result `finished` answers; None when `answer`
+        has to. Binds the request id in the current context, as `answer` does in its task."""
+        call = _call(function_name, query, headers, body)
+        try:
+            return start_invoke(self._service, call)
+        except Exception as exc:
+            return _failed(call, exc)
+
+    @staticmethod
+    def finished(invocation: Invocation) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The answer (status, headers, body) to an invocation `start` handed to its pool, once its
+        future is done."""
+        try:
+            result = invocation.future.result()
+        except Exception as exc:
+            response = _failed(invocation, exc)
+            return response.status_code, response.raw_headers, bytes(response.body)
+        return 200, answer_headers(invocation, result), result.payload
+
+
+def _call(function_name: str, query: bytes, headers: dict[str, str], body: bytes | AsyncIterator[bytes]) -> InvokeCall:
+    request_id = new_request_id()
+    bind_request_id(request_id)
+    qualifier = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("Qualifier") if query else None
+    return InvokeCall(function_name, qualifier, headers, body, request_id)
+
+
+def _failed(call: InvokeCall | Invocation, exc: Exception) -> Response:
+    """Invoke's answer to an error: the AWS error shape; anything unexpected is logged and a ServiceException."""
+    if isinstance(exc, LambdaServiceError):
+        return _error_response(call.request_id, exc)
+    name = call.function_name if isinstance(call, InvokeCall) else call.function.name
+    log.exception("request.failed", path=f"/2015-03-31/functions/{name}/invocations")
+    return _error_response(call.request_id, ServiceException("An internal error occurred; see the service log."))
 
 
 class _ClientGone(Exception):

@@ -17,10 +17,12 @@ in-flight task accounting that `shutdown.GracefulServer` waits on work the same 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import urllib.parse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
+from starlette.responses import Response
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -29,6 +31,7 @@ from .logs import get_logger
 
 if TYPE_CHECKING:
     from .app import InvokeFastPath
+    from .invocation import Invocation
 
 log = get_logger("http")
 
@@ -110,26 +113,54 @@ class InvokeHttpProtocol(HttpToolsProtocol):
         if not isinstance(pending, _Pending):
             super().on_message_complete()
             return
-        task = self.loop.create_task(self._answer(pending))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        # Started here, in this call: a warm invocation's event is on its way to the runtime before the
+        # loop takes anything else in. The request id bound meanwhile stays with this request's context.
+        context = contextvars.copy_context()
+        context.run(self._start, pending, context)
 
-    async def _answer(self, pending: _Pending) -> None:
+    def _start(self, pending: _Pending, context: contextvars.Context) -> None:
+        headers = first_headers(pending.headers)
+        started = self.invoke_app.start(pending.function_name, pending.query, headers, bytes(pending.body))
+        if started is None:  # it has to wait for something first: a task of its own (`InvokeFastPath.answer`)
+            self._track(self.loop.create_task(self._answer(pending, headers)))
+        elif isinstance(started, Response):  # after this parsing callback, as uvicorn would answer
+            self.loop.call_soon(self._respond_with, pending, started, context=context)
+        else:
+            self._track(started.future)  # graceful shutdown waits for it, as for uvicorn's tasks
+            started.future.add_done_callback(lambda _: self._finished(pending, started), context=context)
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        task.add_done_callback(self.tasks.discard)  # type: ignore[arg-type]
+        self.tasks.add(task)  # type: ignore[arg-type]
+
+    def _finished(self, pending: _Pending, invocation: Invocation) -> None:
+        if invocation.future.cancelled():  # shutting down, past its deadline: the connection closes, as uvicorn's
+            self.transport.close()
+            return
+        self._respond(pending, *self.invoke_app.finished(invocation))
+
+    async def _answer(self, pending: _Pending, headers: dict[str, str]) -> None:
         try:
-            headers = first_headers(pending.headers)
             response = await self.invoke_app.answer(pending.function_name, pending.query, headers, bytes(pending.body))
-            if pending.disconnected or self.transport.is_closing():
-                return
-            content = [STATUS_LINE[response.status_code]]
-            for name, value in (*self.server_state.default_headers, *response.raw_headers):
-                content += (name, b": ", value, b"\r\n")
-            if not pending.keep_alive:  # a Connection: close request, or a graceful shutdown meanwhile
-                content.append(b"connection: close\r\n")
-            content += (b"\r\n", bytes(response.body))
-            self.transport.write(b"".join(content))
         except asyncio.CancelledError:  # shutting down, past its deadline: the connection closes, as uvicorn's
             self.transport.close()
             raise
+        self._respond_with(pending, response)
+
+    def _respond_with(self, pending: _Pending, response: Response) -> None:
+        self._respond(pending, response.status_code, response.raw_headers, bytes(response.body))
+
+    def _respond(self, pending: _Pending, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        try:
+            if pending.disconnected or self.transport.is_closing():
+                return
+            content = [STATUS_LINE[status]]
+            for name, value in (*self.server_state.default_headers, *headers):
+                content += (name, b": ", value, b"\r\n")
+            if not pending.keep_alive:  # a Connection: close request, or a graceful shutdown meanwhile
+                content.append(b"connection: close\r\n")
+            content += (b"\r\n", body)
+            self.transport.write(b"".join(content))
         except Exception:
             log.exception("request.failed", function=pending.function_name)
             self.transport.close()

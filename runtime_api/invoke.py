@@ -97,33 +97,49 @@ class InvokeCall:
         )
 
 
+class _Asked:
+    """What an Invoke-style request asks for, checked before its payload is read."""
+
+    __slots__ = ("client_context", "function", "invocation_type", "invoked_arn", "log_type", "version")
+
+    def __init__(self, service: Service, call: InvokeCall, invocation_types: tuple[str, ...]) -> None:
+        ref = parse_function_name(call.function_name, call.qualifier)
+        self.function, self.version = service.registry.resolve(ref)
+        self.invoked_arn = self.function.qualified_arn(ref.qualifier) if ref.qualifier else self.function.arn
+        headers = call.headers
+        self.invocation_type = _enum(
+            headers.get("x-amz-invocation-type", "RequestResponse"), "invocationType", invocation_types
+        )
+        self.log_type = _enum(headers.get("x-amz-log-type", "None"), "logType", _LOG_TYPES)
+        self.client_context = _client_context(headers.get("x-amz-client-context"))
+
+    def invocation(self, call: InvokeCall, payload: bytes, stream: ResponseStream | None = None) -> Invocation | None:
+        """The Invocation; None for DryRun, which only checks."""
+        if self.invocation_type == "DryRun":
+            return None
+        headers = call.headers
+        return Invocation(
+            function=self.function,
+            payload=payload,
+            version=self.version,
+            invoked_arn=self.invoked_arn,
+            request_id=call.request_id,
+            trace_id=headers.get("x-amzn-trace-id") or new_trace_id(),
+            client_context=self.client_context if self.invocation_type == "RequestResponse" else None,
+            tenant_id=headers.get("x-amz-tenant-id"),
+            stream=stream,
+            wants_log_tail=self.log_type == "Tail",
+        )
+
+
 async def _requested(
     service: Service, call: InvokeCall, invocation_types: tuple[str, ...], stream: ResponseStream | None = None
 ) -> tuple[str, str, Invocation | None]:
     """The invocation an Invoke-style request asks for: its type, log type, and the Invocation (None for
     DryRun, which only checks)."""
-    ref = parse_function_name(call.function_name, call.qualifier)
-    function, version = service.registry.resolve(ref)
-    headers = call.headers
-    invocation_type = _enum(headers.get("x-amz-invocation-type", "RequestResponse"), "invocationType", invocation_types)
-    log_type = _enum(headers.get("x-amz-log-type", "None"), "logType", _LOG_TYPES)
-    client_context = _client_context(headers.get("x-amz-client-context"))
-    payload = await _read_payload(headers.get("content-length"), call.body, invocation_type)
-    if invocation_type == "DryRun":
-        return invocation_type, log_type, None
-    invocation = Invocation(
-        function=function,
-        payload=payload,
-        version=version,
-        invoked_arn=function.qualified_arn(ref.qualifier) if ref.qualifier else function.arn,
-        request_id=call.request_id,
-        trace_id=headers.get("x-amzn-trace-id") or new_trace_id(),
-        client_context=client_context if invocation_type == "RequestResponse" else None,
-        tenant_id=headers.get("x-amz-tenant-id"),
-        stream=stream,
-        wants_log_tail=log_type == "Tail",
-    )
-    return invocation_type, log_type, invocation
+    asked = _Asked(service, call, invocation_types)
+    payload = await _read_payload(call.headers.get("content-length"), call.body, asked.invocation_type)
+    return asked.invocation_type, asked.log_type, asked.invocation(call, payload, stream)
 
 
 async def invoke(request: Request) -> Response:
@@ -132,25 +148,58 @@ async def invoke(request: Request) -> Response:
 
 async def invoke_call(service: Service, events: EventQueue, call: InvokeCall) -> Response:
     """Invoke: the Starlette route's, and the fast path's in front of the app (`app.InvokeFastPath`)."""
-    invocation_type, log_type, invocation = await _requested(service, call, _INVOCATION_TYPES)
+    invocation_type, _, invocation = await _requested(service, call, _INVOCATION_TYPES)
     if invocation is None:
-        return Response(status_code=204, headers={"x-amzn-RequestId": call.request_id})
-    function, version = invocation.function, invocation.version
+        return _dry_run(call.request_id)
     if invocation_type == "Event":
-        service.pool_for(function)  # an unrunnable function fails now, not in the background
+        service.pool_for(invocation.function)  # an unrunnable function fails now, not in the background
         await events.submit(invocation)  # stored before the 202
         return Response(status_code=202, headers={"x-amzn-RequestId": invocation.request_id})
-    result = await service.invoke(invocation)
-    response_headers = {
-        "x-amzn-RequestId": invocation.request_id,
-        "X-Amz-Executed-Version": version,
-        "Content-Type": "application/json",
-    }
+    return invoke_answer(invocation, await service.invoke(invocation))
+
+
+def start_invoke(service: Service, call: InvokeCall) -> Invocation | Response | None:
+    """`invoke_call` for a whole body, as far as it goes without waiting: the answer when it is known
+    at once (DryRun), or the RequestResponse invocation handed to its pool (`answer_headers` renders
+    its result); None when Invoke has to wait (an Event is stored before its 202; a function whose
+    code is being reloaded): `invoke_call` answers it then. Errors raise, as from `invoke_call`."""
+    assert isinstance(call.body, bytes)
+    asked = _Asked(service, call, _INVOCATION_TYPES)
+    if asked.invocation_type == "Event":
+        return None
+    invocation = asked.invocation(
+        call, _whole_payload(call.headers.get("content-length"), call.body, asked.invocation_type)
+    )
+    if invocation is None:
+        return _dry_run(call.request_id)
+    return invocation if service.begin_invoke(invocation) else None
+
+
+def invoke_answer(invocation: Invocation, result: InvocationResult) -> Response:
+    """The answer to a RequestResponse invoke that ran."""
+    response = Response(result.payload, status_code=200)
+    response.raw_headers = answer_headers(invocation, result)
+    return response
+
+
+def answer_headers(invocation: Invocation, result: InvocationResult) -> list[tuple[bytes, bytes]]:
+    """`invoke_answer`'s headers, as Starlette renders them (lower-case names, Content-Length last):
+    also what the service's HTTP protocol writes, without a Response object on the warm path."""
+    headers = [
+        (b"x-amzn-requestid", invocation.request_id.encode("latin-1")),
+        (b"x-amz-executed-version", invocation.version.encode("latin-1")),
+        (b"content-type", b"application/json"),
+    ]
     if result.function_error:
-        response_headers["X-Amz-Function-Error"] = result.function_error
-    if log_type == "Tail":
-        response_headers["X-Amz-Log-Result"] = base64.b64encode(result.log_tail).decode()
-    return Response(result.payload, status_code=200, headers=response_headers)
+        headers.append((b"x-amz-function-error", result.function_error.encode("latin-1")))
+    if invocation.wants_log_tail:
+        headers.append((b"x-amz-log-result", base64.b64encode(result.log_tail)))
+    headers.append((b"content-length", str(len(result.payload)).encode("latin-1")))
+    return headers
+
+
+def _dry_run(request_id: str) -> Response:
+    return Response(status_code=204, headers={"x-amzn-RequestId": request_id})
 
 
 async def invoke_with_response_stream(request: Request) -> Response:
@@ -265,22 +314,36 @@ def _client_context(raw: str | None) -> str | None:
 async def _read_payload(declared: str | None, body: bytes | AsyncIterator[bytes], invocation_type: str) -> bytes:
     """The request's payload (a whole body, or its pieces as they arrive), checked: within the limit of
     its invocation type, and JSON."""
+    if isinstance(body, bytes):
+        return _whole_payload(declared, body, invocation_type)
+    limit = _declared_within_limit(declared, invocation_type)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        size += len(chunk)
+        if size > limit:
+            _too_large(size, invocation_type, limit)
+        chunks.append(chunk)
+    return _json_payload(b"".join(chunks))
+
+
+def _whole_payload(declared: str | None, payload: bytes, invocation_type: str) -> bytes:
+    """`_read_payload` of a body that is already whole."""
+    limit = _declared_within_limit(declared, invocation_type)
+    if len(payload) > limit:
+        _too_large(len(payload), invocation_type, limit)
+    return _json_payload(payload)
+
+
+def _declared_within_limit(declared: str | None, invocation_type: str) -> int:
+    """The payload limit of `invocation_type`; a Content-Length past it fails before the body is read."""
     limit = MAX_EVENT_REQUEST_BYTES if invocation_type == "Event" else MAX_REQUEST_BYTES
     if declared is not None and declared.isdigit() and int(declared) > limit:
         _too_large(int(declared), invocation_type, limit)
-    if isinstance(body, bytes):
-        payload = body
-        if len(payload) > limit:
-            _too_large(len(payload), invocation_type, limit)
-    else:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in body:
-            size += len(chunk)
-            if size > limit:
-                _too_large(size, invocation_type, limit)
-            chunks.append(chunk)
-        payload = b"".join(chunks)
+    return limit
+
+
+def _json_payload(payload: bytes) -> bytes:
     if not payload.strip():
         return b"{}"
     try:

@@ -20,7 +20,7 @@ from .capacity import Capacity
 from .environment import Environment, State
 from .errors import ServiceException, TooManyRequestsException
 from .functions import FunctionSpec
-from .invocation import Invocation, InvocationResult
+from .invocation import Invocation
 from .logs import detached, get_logger
 
 log = get_logger("pool")
@@ -72,10 +72,6 @@ class FunctionPool:
         self.cold_starts = 0
 
     # -- invoking -------------------------------------------------------------------------------
-
-    async def invoke(self, invocation: Invocation) -> InvocationResult:
-        self.dispatch(invocation)
-        return await invocation.future
 
     def dispatch(self, invocation: Invocation) -> None:
         if self._closing:

@@ -66,7 +66,7 @@ class Recent:
         )  # fmt: skip
         self.recorded += 1
 
-    def refused(self, invocation: Invocation, error: Exception, outcome: str) -> None:
+    def refused(self, invocation: Invocation, error: BaseException, outcome: str) -> None:
         """An invocation that never ran: `outcome` throttled (a 429), or service_error."""
         reason = error.members.get("Reason") if isinstance(error, TooManyRequestsException) else None
         self._invocations.append(

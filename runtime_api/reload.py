@@ -258,22 +258,28 @@ class HotReloader:
 
     # -- the invoke path ----------------------------------------------------------------------------
 
-    def check(self, function: FunctionSpec) -> Awaitable[None] | None:
-        """Called before each invoke: None when the function's code has not changed (the common case,
-        kept to a poll(0) and a dict lookup), else what to await before dispatching the invoke."""
+    def stale(self, function: FunctionSpec) -> bool:
+        """Whether the function's code changed or is being reloaded (`check` then has something to
+        await). The common case, no change, costs a poll(0) and a dict lookup."""
         if function.version != LATEST:
-            return None  # a published version's code never changes
+            return False  # a published version's code never changes
         if self._watcher.pending() or self._watcher.lost:
             self._collect()
         name = function.name
         manifests = self._manifests.get(name)
         if manifests is not None and any(_stamp(path) != seen for path, seen in manifests):
             self._dirty.add(name)
+        return name in self._running or name in self._dirty
+
+    def check(self, function: FunctionSpec) -> Awaitable[None] | None:
+        """Called before each invoke: None when the function's code has not changed, else what to
+        await before dispatching the invoke (the reload, started here if it is not running yet)."""
+        if not self.stale(function):
+            return None
+        name = function.name
         running = self._running.get(name)
         if running is not None:
             return asyncio.shield(running)
-        if name not in self._dirty:
-            return None
         self._dirty.discard(name)
         task = asyncio.get_running_loop().create_task(self._reload(name))
         self._running[name] = task

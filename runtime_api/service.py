@@ -693,25 +693,44 @@ class Service:
         return pool
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:
-        metrics = self.metrics
-        metrics.in_flight += 1
+        if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
+            await reloading  # its code changed: the new code serves this invocation
+        self._dispatch(invocation)
+        return await invocation.future
+
+    def begin_invoke(self, invocation: Invocation) -> bool:
+        """`invoke` without waiting: hand the invocation to its pool now; its future has the result.
+        False (nothing done) while its function's code is being reloaded: `invoke` waits for that.
+        A refusal (throttled, not runnable, shutting down) raises, as from `invoke`."""
+        if self.reloader is not None and self.reloader.stale(invocation.function):
+            return False
+        self._dispatch(invocation)
+        return True
+
+    def _dispatch(self, invocation: Invocation) -> None:
         try:
-            if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
-                await reloading  # its code changed: the new code serves this invocation
-            pool = self.pool_for(invocation.function)
-            try:
-                result = await pool.invoke(invocation)
-            except Exception as exc:
-                outcome = "throttled" if isinstance(exc, TooManyRequestsException) else "service_error"
-                metrics.refused(invocation.function.name, outcome)
-                self.recent.refused(invocation, exc, outcome)
-                raise
-        finally:
-            metrics.in_flight -= 1
-        # Counted once the caller's answer is out: on the warm path the answer is written in this task
-        # step, and this callback runs right after it.
-        asyncio.get_running_loop().call_soon(self._counted, invocation, result)
-        return result
+            self.pool_for(invocation.function).dispatch(invocation)
+        except Exception as exc:
+            self._refused(invocation, exc)
+            raise
+        self.metrics.in_flight += 1
+        invocation.future.add_done_callback(lambda future: self._ended(invocation, future))
+
+    def _ended(self, invocation: Invocation, future: asyncio.Future[InvocationResult]) -> None:
+        self.metrics.in_flight -= 1
+        if future.cancelled():
+            return
+        if (exc := future.exception()) is not None:  # refused after all: its queue wait ran out, ...
+            self._refused(invocation, exc)
+            return
+        # Counted once the caller's answer is out: this callback runs before the caller's (added
+        # after it), and queues the count behind it.
+        asyncio.get_running_loop().call_soon(self._counted, invocation, future.result())
+
+    def _refused(self, invocation: Invocation, exc: BaseException) -> None:
+        outcome = "throttled" if isinstance(exc, TooManyRequestsException) else "service_error"
+        self.metrics.refused(invocation.function.name, outcome)
+        self.recent.refused(invocation, exc, outcome)
 
     def _counted(self, invocation: Invocation, result: InvocationResult) -> None:
         self.metrics.invoked(invocation.function.name, result)
