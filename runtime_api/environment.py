@@ -143,6 +143,7 @@ class Environment:
         self._answered = False  # the current invocation's outcome is settled (its answer ended, or it failed)
         self._responding: ResponseSink | None = None  # a /response body for it is arriving
         self._cold: Invocation | None = None  # the invocation that waited for this environment's init
+        self._undrained: Invocation | None = None  # answered; what its runtime wrote is not all read yet
         self._started_at = 0.0  # perf_counter of the current invocation's START
         # Runtimes' /next requests waiting for work: called back (at once, in the assigning call) when an
         # invocation is assigned, the init completes or fails, or the environment ends.
@@ -522,10 +523,9 @@ class Environment:
 
     def _settle(self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = "") -> None:
         """The current invocation's outcome is known; nothing its runtime sends for it from here on counts."""
-        self._output.drain()  # what it wrote before answering is its output (read before it stops being current)
         self._answered = True
         self._responding = None
-        self._finish(invocation, payload, error_type, note=note, drained=True)
+        self._finish(invocation, payload, error_type, note=note)
 
     def _response_cut_off(self, sink: ResponseSink) -> None:
         """A /response's connection closed before its body ended. If the runtime died, its exit says
@@ -543,8 +543,9 @@ class Environment:
     # -- invocations ----------------------------------------------------------------------------
 
     def _running(self) -> Invocation | None:
-        """The invocation output belongs to now: the current one, until it has been answered."""
-        return self._current if self._current is not None and not self._answered else None
+        """The invocation output belongs to now: the current one until it has been answered, then the one
+        just answered until `_log_end` has read what it wrote before answering."""
+        return self._current if self._current is not None and not self._answered else self._undrained
 
     def _available(self) -> None:
         """Tell the pool this environment can take an invocation: right after it answered (its
@@ -571,15 +572,13 @@ class Environment:
             record = {"requestId": invocation.request_id, "version": invocation.version}
             self.telemetry.emit("platform", "platform.start", {**record, "tracing": _tracing(invocation)})
 
-    def _finish(
-        self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = "", drained: bool = False
-    ) -> None:
+    def _finish(self, invocation: Invocation, payload: bytes, error_type: str | None, *, note: str = "") -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not drained:  # (`_settle` has just read the pipe: a second read per invoke only finds it empty)
-            self._output.drain()
-        self._output.end_phase(invocation)
+        # What the runtime wrote before it answered is this invocation's output, read by `_log_end`
+        # (before its END); until then output that arrives still goes to it.
+        self._undrained = invocation
         duration_ms = (time.perf_counter() - self._started_at) * 1000
         init_ms = self.init_duration_ms if invocation is self._cold else None
         # Extensions still working on this invocation: the caller gets its answer now; REPORT (and the
@@ -622,8 +621,13 @@ class Environment:
         init_ms: float | None,
         extensions_busy: bool,
     ) -> None:
-        """The platform lines (and telemetry) that end an invocation: its note, END, then REPORT unless
-        extensions still work on it (then their next call, or the deadline, writes it)."""
+        """The platform lines (and telemetry) that end an invocation, after the rest of its output: its
+        note, END, then REPORT unless extensions still work on it (then their next call, or the deadline,
+        writes it)."""
+        self._output.drain()
+        if self._undrained is invocation:
+            self._undrained = None
+        self._output.end_phase(invocation)
         self._report = (invocation, init_ms, error_type)
         if note:
             self._output.platform_line(invocation, note)
