@@ -607,8 +607,9 @@ class Environment:
             )
         )
         if not lines_first:
-            # Nobody waits for the log lines: the answer goes out first (resolving has just queued the
-            # caller's task), END and REPORT right after it, before the loop takes anything else in.
+            # Nobody waits for the log lines: the answer goes out first (resolving has just written it,
+            # or queued the caller's task), END and REPORT right after it, before the loop takes
+            # anything else in.
             self._loop.call_soon(self._log_end, *ended)
 
     def _log_end(

@@ -127,6 +127,7 @@ class InvokeHttpProtocol(HttpToolsProtocol):
             self.loop.call_soon(self._respond_with, pending, started, context=context)
         else:
             self._track(started.future)  # graceful shutdown waits for it, as for uvicorn's tasks
+            started.on_result = lambda: context.run(self._finished, pending, started)  # answered at once
             started.future.add_done_callback(lambda _: self._finished(pending, started), context=context)
 
     def _track(self, task: asyncio.Future[Any]) -> None:
@@ -134,6 +135,10 @@ class InvokeHttpProtocol(HttpToolsProtocol):
         self.tasks.add(task)  # type: ignore[arg-type]
 
     def _finished(self, pending: _Pending, invocation: Invocation) -> None:
+        """Answer a started invocation whose future is done (once: from its `on_result`, else from the
+        future's callback, for an error or a cancellation)."""
+        if pending.response_complete:
+            return
         if invocation.future.cancelled():  # shutting down, past its deadline: the connection closes, as uvicorn's
             self.transport.close()
             return

@@ -181,6 +181,9 @@ class Invocation:
     stream: ResponseStream | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)  # the runtime has fetched it (START)
     wants_log_tail: bool = False  # LogType=Tail: the answer carries the log's END and REPORT lines
+    # Called in `resolve`, right after the result is set, before anything the result sets off (the
+    # future's callbacks run a loop turn later): the service's HTTP protocol writes the answer from it.
+    on_result: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.invoked_arn:
@@ -200,6 +203,8 @@ class Invocation:
     def resolve(self, result: InvocationResult) -> None:
         if not self.future.done():
             self.future.set_result(result)
+            if self.on_result is not None:
+                self.on_result()
 
 
 def platform_error(error_type: str, message: str) -> bytes:

@@ -723,8 +723,8 @@ class Service:
         if (exc := future.exception()) is not None:  # refused after all: its queue wait ran out, ...
             self._refused(invocation, exc)
             return
-        # Counted once the caller's answer is out: this callback runs before the caller's (added
-        # after it), and queues the count behind it.
+        # Counted once the caller's answer is out: the service's HTTP protocol wrote it when the
+        # result was set; a waiting task's callback was added after this one, so queue the count.
         asyncio.get_running_loop().call_soon(self._counted, invocation, future.result())
 
     def _refused(self, invocation: Invocation, exc: BaseException) -> None:
