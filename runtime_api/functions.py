@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Iterable, Mapping
@@ -100,6 +101,7 @@ class FunctionRef:
     account_id: str | None = None
 
 
+@functools.lru_cache(maxsize=1024)  # every invoke parses its name: the same few, over and over
 def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
     """Parse a name, `name:qualifier`, partial ARN or full ARN, as the Invoke API accepts them."""
     value = unquote(raw)
