@@ -144,6 +144,7 @@ class Environment:
         self._responding: ResponseSink | None = None  # a /response body for it is arriving
         self._cold: Invocation | None = None  # the invocation that waited for this environment's init
         self._undrained: Invocation | None = None  # answered; what its runtime wrote is not all read yet
+        self._handing: Invocation | None = None  # taken by a /next whose answer is being written
         self._started_at = 0.0  # perf_counter of the current invocation's START
         # Runtimes' /next requests waiting for work: called back (at once, in the assigning call) when an
         # invocation is assigned, the init completes or fails, or the environment ends.
@@ -271,7 +272,7 @@ class Environment:
     def take_next(self, *, waited: bool = False) -> Invocation | None:
         """A runtime's /next: the invocation it gets now, or None when it has to wait for one
         (`wait_next`; then `waited` when it looks again). Raises the Runtime API's error when /next is
-        not allowed now."""
+        not allowed now. Once the answer is written (or failed), `handed` starts the invocation."""
         if waited and (not self.alive or self._init_error is not None):
             raise _invalid_transition("Stopped", "Ready")  # it ended while the runtime waited
         if self._init_error is not None or not self.alive:
@@ -297,11 +298,19 @@ class Environment:
         self._current, self._answered = invocation, False
         self.state = State.BUSY
         invocation.deadline_ms = int(time.time() * 1000) + self.function.timeout * 1000
+        self._handing = invocation
+        return invocation
+
+    def handed(self) -> None:
+        """The runtime's /next answer with the invocation `take_next` gave it has been written: START,
+        its timeout and the extensions' INVOKE, after the write, so the event is not held up by them."""
+        invocation, self._handing = self._handing, None
+        if invocation is None:
+            return
         self._begin(invocation)
         self._timer = self._loop.call_later(self.function.timeout, self._on_timeout, invocation)
         if self.extensions:
             self._invoke_extensions(invocation)
-        return invocation
 
     def wait_next(self, callback: Callable[[], None]) -> None:
         """Call `callback` once when a waiting /next should look again (`take_next`): the event is

@@ -250,10 +250,12 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                 answer, held_back = held_back + answer, b""
                 if not request.keep_alive:
                     self._write(answer)
+                    self.env.handed()
                     self._close()
                     return
                 if not _answered_by_next(request, self._queue):
                     self._write(answer)
+                    self.env.handed()
                 elif answer.startswith(b"HTTP/1.1 202 "):
                     held_back = answer  # a pipelining runtime (ours) reads both answers in one go
                 else:  # refused: the runtime may stop on it, and must not have taken an event first
@@ -286,6 +288,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             answer = self._failed(request)
         self._parked = None
         self._write(held_back + answer)
+        self.env.handed()
         if not request.keep_alive:
             self._close()
         elif self._queue or (self._receiving is not None and self._receiving.held is not None):

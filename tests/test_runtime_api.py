@@ -446,6 +446,9 @@ class _Environment:
     def forget_next(self, callback):
         self.waiters.remove(callback)
 
+    def handed(self):
+        pass
+
     def assign(self, invocation):
         """As `Environment.assign`: a waiting /next is called back in this call."""
         self.pending.append(invocation)
