@@ -5,13 +5,18 @@ going through ASGI costs it a scope, a request/response cycle, a task that start
 has arrived and then waits for it, middleware calls and two writes, which on the warm path is a
 measurable share of the whole round trip (docs/performance.md). Here a small Invoke request (a
 Content-Length body up to uvicorn's flow-control high-water mark, no Expect, not pipelined behind
-another request) is kept whole as it arrives; once it is complete, one task answers it through
-`InvokeFastPath.answer` (the same answer as the ASGI route) and writes the status line, headers
-and body in one write, with the headers uvicorn would have written.
+another request) is kept whole as it arrives. Once it is complete it is started in the same parsing
+callback (`InvokeFastPath.start`): checked, handed to its pool and, when a warm runtime waits in
+/next, its event written, all before the loop takes anything else in. Its answer is written when
+the result is set (`Invocation.on_result`), or from the future's callback for an error or a
+cancellation: the same answer as the ASGI route, status line, headers and body in one write, with
+the headers uvicorn would have written. What has to wait first (an Event, stored before its 202; a
+function whose code is being reloaded) gets a task of its own, through `InvokeFastPath.answer`.
 
 Everything else (other routes, large or chunked bodies, `Expect: 100-continue`, pipelined requests)
 is uvicorn's own handling, unchanged: keep-alive, flow control, graceful shutdown and the
-in-flight task accounting that `shutdown.GracefulServer` waits on work the same for both.
+in-flight accounting that `shutdown.GracefulServer` waits on (uvicorn's tasks, and here the started
+invocations' futures) work the same for both.
 """
 
 from __future__ import annotations
