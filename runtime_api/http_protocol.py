@@ -155,6 +155,10 @@ class InvokeHttpProtocol(HttpToolsProtocol):
         except asyncio.CancelledError:  # shutting down, past its deadline: the connection closes, as uvicorn's
             self.transport.close()
             raise
+        except Exception:
+            log.exception("request.failed", function=pending.function_name)
+            self.transport.close()
+            return
         self._respond_with(pending, response)
 
     def _respond_with(self, pending: _Pending, response: Response) -> None:
