@@ -53,6 +53,11 @@ _CHECK_IDLE_AFTER = 1.0  # seconds a kept-alive connection may sit unused before
 MAX_HEAD = 64 * 1024  # status line and headers, including the blank line; also the chunked trailers
 MAX_BODY = 1 << 30  # a sanity bound on Content-Length and chunk sizes (Lambda's payloads are MBs)
 _ONE_WRITE = 64 * 1024  # bodies up to this size go in the same sendall as the headers
+# The Runtime API's 202 to a /response or /error exactly as our service writes it: recognised whole
+# instead of parsed (a warm invoke's one answer besides its event); any other answer is parsed.
+ACCEPTED_BODY = b'{"status":"OK"}\n'
+ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n" + ACCEPTED_BODY
+_ACCEPTED_HEADERS = {"content-type": "application/json", "content-length": "16"}
 _RECV = 64 * 1024
 _HEX = b"0123456789abcdefABCDEF"
 _NO_BODY = (204, 304)
@@ -219,11 +224,15 @@ class RuntimeClient:
         first = sock.recv(_RECV)
         if not first:
             raise _Dropped("the connection was closed before any response arrived")
-        try:
-            reader = _Reader(sock, first)
-            status, headers, body, keep_open = reader.response()
-        except (OSError, MalformedResponse) as exc:
-            raise _Failed(exc) from None
+        if first.startswith(ACCEPTED):
+            reader = _Reader(sock, first[len(ACCEPTED) :])
+            status, headers, body, keep_open = 202, dict(_ACCEPTED_HEADERS), ACCEPTED_BODY, True
+        else:
+            try:
+                reader = _Reader(sock, first)
+                status, headers, body, keep_open = reader.response()
+            except (OSError, MalformedResponse) as exc:
+                raise _Failed(exc) from None
         self._used = _monotonic()
         if then_next and keep_open and 200 <= status < 300:
             self._prefetched = reader  # what follows is the /next's answer (some of it may be here already)

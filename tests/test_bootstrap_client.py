@@ -682,6 +682,33 @@ def test_a_small_response_and_the_next_poll_go_in_one_write(serve) -> None:
     assert server.connections == 1
 
 
+@pytest.mark.parametrize("together", [True, False], ids=["in-one-read", "apart"])
+def test_the_services_own_202_is_taken_whole_and_its_event_follows(serve, together) -> None:
+    def script(peer: Peer) -> bool:
+        peer.request()
+        peer.send(event())
+        peer.request()
+        peer.request()
+        if together:
+            peer.send(client_module.ACCEPTED + event("r-2", b'{"n":2}'))
+        else:
+            peer.send(client_module.ACCEPTED, event("r-2", b'{"n":2}'), pause=0.01)
+        return True
+
+    server, client = serve(script)
+    client.next_invocation()
+    client.post_response("r-1", b"{}", "application/json")
+    invocation = client.next_invocation()
+    assert (invocation.request_id, invocation.body) == ("r-2", b'{"n":2}')
+    assert server.connections == 1
+
+
+def test_the_202_the_bootstrap_recognises_is_the_one_the_service_writes() -> None:
+    from runtime_api.runtime import _ACCEPTED, _render
+
+    assert _render(202, _ACCEPTED) == client_module.ACCEPTED  # else every warm invoke parses it again
+
+
 def test_a_prefetched_next_whose_connection_drops_is_asked_again(serve) -> None:
     def answers_then_drops(peer: Peer) -> None:
         peer.request()
