@@ -273,25 +273,27 @@ class Environment:
         """A runtime's /next: the invocation it gets now, or None when it has to wait for one
         (`wait_next`; then `waited` when it looks again). Raises the Runtime API's error when /next is
         not allowed now. Once the answer is written (or failed), `handed` starts the invocation."""
-        if waited and (not self.alive or self._init_error is not None):
-            raise _invalid_transition("Stopped", "Ready")  # it ended while the runtime waited
-        if self._init_error is not None or not self.alive:
-            raise _invalid_transition("InitError" if self._init_error else "Stopped", "Ready")
-        if self._responding is not None:
-            if not self._responding.cut_off:
-                raise _invalid_transition("InvocationResponse", "Ready")
-            self._truncated(self._responding)  # its connection dropped mid-body and the runtime carries on
-        if self._current is not None and not self._answered:
-            return self._current  # /next again while running re-renders the same event, as RIE does
-        if self._current is not None:
-            self._current = None  # the pool was told at the answer; a new invocation may be waiting
-            if self._pending is None and not self._owed:
-                self.state = State.READY
-        if not self._runtime_ready:
-            self._runtime_ready = True
-            record = {"initializationType": "on-demand", "phase": "init", "status": "success"}
-            self.telemetry.emit("platform", "platform.initRuntimeDone", record)
-            self._check_init()
+        if waited:  # only whether the environment ended meanwhile: the rest was settled when it asked
+            if not self.alive or self._init_error is not None:
+                raise _invalid_transition("Stopped", "Ready")
+        else:
+            if self._init_error is not None or not self.alive:
+                raise _invalid_transition("InitError" if self._init_error else "Stopped", "Ready")
+            if self._responding is not None:
+                if not self._responding.cut_off:
+                    raise _invalid_transition("InvocationResponse", "Ready")
+                self._truncated(self._responding)  # its connection dropped mid-body and the runtime carries on
+            if self._current is not None and not self._answered:
+                return self._current  # /next again while running re-renders the same event, as RIE does
+            if self._current is not None:
+                self._current = None  # the pool was told at the answer; a new invocation may be waiting
+                if self._pending is None and not self._owed:
+                    self.state = State.READY
+            if not self._runtime_ready:
+                self._runtime_ready = True
+                record = {"initializationType": "on-demand", "phase": "init", "status": "success"}
+                self.telemetry.emit("platform", "platform.initRuntimeDone", record)
+                self._check_init()
         if self._pending is None or self.init_duration_ms is None:
             return None
         invocation, self._pending = self._pending, None
@@ -299,18 +301,18 @@ class Environment:
         self.state = State.BUSY
         invocation.deadline_ms = int(time.time() * 1000) + self.function.timeout * 1000
         self._handing = invocation
+        if self.extensions:  # their INVOKE goes out with the runtime's event, not after it
+            self._invoke_extensions(invocation)
         return invocation
 
     def handed(self) -> None:
-        """The runtime's /next answer with the invocation `take_next` gave it has been written: START,
-        its timeout and the extensions' INVOKE, after the write, so the event is not held up by them."""
+        """The runtime's /next answer with the invocation `take_next` gave it has been written: START
+        and its timeout, after the write, so the event is not held up by them."""
         invocation, self._handing = self._handing, None
         if invocation is None:
             return
         self._begin(invocation)
         self._timer = self._loop.call_later(self.function.timeout, self._on_timeout, invocation)
-        if self.extensions:
-            self._invoke_extensions(invocation)
 
     def wait_next(self, callback: Callable[[], None]) -> None:
         """Call `callback` once when a waiting /next should look again (`take_next`): the event is
@@ -565,6 +567,7 @@ class Environment:
         self._hooks.on_ready(self)
 
     def _begin(self, invocation: Invocation) -> None:
+        self._take_answered_output()  # the one before may have been answered a moment ago
         self._output.end_phase(None)  # what the init phase (or the time since the last answer) dropped
         if self._extension_output is not None:
             self._extension_output.end_phase(None)
@@ -621,6 +624,16 @@ class Environment:
             # anything else in.
             self._loop.call_soon(self._log_end, *ended)
 
+    def _take_answered_output(self) -> None:
+        """Read what the invocation just answered wrote before its answer (`_finish` leaves it in the
+        pipe), and end its output phase: at its END, or when the next invocation begins first."""
+        invocation = self._undrained
+        if invocation is None:
+            return
+        self._output.drain()  # still `_running()`: the output is that invocation's
+        self._undrained = None
+        self._output.end_phase(invocation)
+
     def _log_end(
         self,
         invocation: Invocation,
@@ -634,10 +647,8 @@ class Environment:
         """The platform lines (and telemetry) that end an invocation, after the rest of its output: its
         note, END, then REPORT unless extensions still work on it (then their next call, or the deadline,
         writes it)."""
-        self._output.drain()
         if self._undrained is invocation:
-            self._undrained = None
-        self._output.end_phase(invocation)
+            self._take_answered_output()
         self._report = (invocation, init_ms, error_type)
         if note:
             self._output.platform_line(invocation, note)

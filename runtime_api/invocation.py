@@ -203,8 +203,9 @@ class Invocation:
     def resolve(self, result: InvocationResult) -> None:
         if not self.future.done():
             self.future.set_result(result)
-            if self.on_result is not None:
-                self.on_result()
+            callback, self.on_result = self.on_result, None  # (it holds this invocation: no cycle left)
+            if callback is not None:
+                callback()
 
 
 def platform_error(error_type: str, message: str) -> bytes:

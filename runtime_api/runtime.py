@@ -288,11 +288,15 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             answer = self._failed(request)
         self._parked = None
         self._write(held_back + answer)
-        self.env.handed()
-        if not request.keep_alive:
+        try:  # nothing may escape into the call that assigned the work (an Invoke request's, a pool's)
+            self.env.handed()
+            if not request.keep_alive:
+                self._close()
+            elif self._queue or (self._receiving is not None and self._receiving.held is not None):
+                self._task = self._loop.create_task(self._serve_queue())
+        except Exception:
+            self._failed(request)  # logged; the connection closes, and the invocation runs to its timeout
             self._close()
-        elif self._queue or (self._receiving is not None and self._receiving.held is not None):
-            self._task = self._loop.create_task(self._serve_queue())
 
     async def _handle(self, request: _Request) -> bytes | None:
         """The answer to `request`; None for a /next that has to wait for work (`Environment.wait_next`)."""
