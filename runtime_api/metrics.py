@@ -1,6 +1,6 @@
 """Prometheus metrics (`GET /metrics`): one registry per service, so services in one process don't clash.
 
-Counters and histograms move where things finish (`Service.invoke`, the pools' and the session
+Counters and histograms move where things finish (`Service`'s invocations, the pools' and the session
 manager's `observer` hooks); what is a state rather than an event (environments by state, concurrent
 executions, the machine budget, live sessions, the Event queue, the backends) and the counts their
 owners keep anyway (sessions, Event deliveries) are read at scrape time, so they can never drift.
@@ -149,7 +149,8 @@ class Metrics:
         registry.register(_StateCollector(service, self))
         self._functions: dict[str, _FunctionMetrics] = {}
         # Invocations accepted and not answered yet (waiting, starting an environment, running): a plain
-        # int the invoke path moves (`Service.invoke`) and a scrape reads. What an autoscaler scales on.
+        # int the invoke path moves (`Service.invoke`, `begin_invoke`) and a scrape reads. What an
+        # autoscaler scales on.
         self.in_flight = 0
 
     def _function(self, name: str) -> _FunctionMetrics:

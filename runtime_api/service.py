@@ -694,7 +694,11 @@ class Service:
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:
         if self.reloader is not None and (reloading := self.reloader.check(invocation.function)) is not None:
-            await reloading  # its code changed: the new code serves this invocation
+            self.metrics.in_flight += 1  # accepted, waiting for the reload
+            try:
+                await reloading  # its code changed: the new code serves this invocation
+            finally:
+                self.metrics.in_flight -= 1
         self._dispatch(invocation)
         return await invocation.future
 
@@ -708,8 +712,9 @@ class Service:
         return True
 
     def _dispatch(self, invocation: Invocation) -> None:
+        pool = self.pool_for(invocation.function)  # a function that cannot run raises here, uncounted
         try:
-            self.pool_for(invocation.function).dispatch(invocation)
+            pool.dispatch(invocation)
         except Exception as exc:
             self._refused(invocation, exc)
             raise
