@@ -78,6 +78,11 @@ def extended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProces
     assert service.stop() == 0
 
 
+def environments(service: ServiceProcess, function: str) -> dict[str, int]:
+    """How many of `function`'s environments are in each state."""
+    return service.health()["pools"]["functions"][function]["environments"]
+
+
 def body_of(answer: dict) -> dict:
     assert answer["headers"]["content-type"] == "application/json"
     return json.loads(answer["body"])
@@ -308,6 +313,9 @@ def test_registration_and_subscription_close_with_the_init(extended):
 def test_internal_extension_gets_invoke_events(extended):
     client = extended.client()
     first, _ = invoke(client, "ext-rules", {"scenario": "events"})
+    # The answer does not wait for the extension: until it asks for its next event, its environment
+    # is not available and a second invoke would start another one (as on Lambda).
+    wait_for(lambda: set(environments(extended, "ext-rules")) == {"ready"}, 10, "the extension's next call")
     _, body = invoke(client, "ext-rules", {"scenario": "events"})
     events = json.loads(body)
     ids = [entry["event"]["requestId"] for entry in events]
