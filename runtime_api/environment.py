@@ -554,9 +554,11 @@ class Environment:
     # -- invocations ----------------------------------------------------------------------------
 
     def _running(self) -> Invocation | None:
-        """The invocation output belongs to now: the current one until it has been answered, then the one
-        just answered until `_log_end` has read what it wrote before answering."""
-        return self._current if self._current is not None and not self._answered else self._undrained
+        """The invocation output belongs to now: one just answered until what it wrote before its answer
+        has been read (`_take_answered_output`), else the current one until it has been answered."""
+        if self._undrained is not None:
+            return self._undrained
+        return self._current if self._current is not None and not self._answered else None
 
     def _available(self) -> None:
         """Tell the pool this environment can take an invocation: right after it answered (its
@@ -630,7 +632,7 @@ class Environment:
         invocation = self._undrained
         if invocation is None:
             return
-        self._output.drain()  # still `_running()`: the output is that invocation's
+        self._output.drain()  # to that invocation: it is `_running()` until the line below
         self._undrained = None
         self._output.end_phase(invocation)
 
