@@ -592,6 +592,7 @@ class Environment:
             self._timer = None
         # What the runtime wrote before it answered is this invocation's output, read by `_log_end`
         # (before its END); until then output that arrives still goes to it.
+        self._take_answered_output()  # (another one's, not taken yet, would be its)
         self._undrained = invocation
         duration_ms = (time.perf_counter() - self._started_at) * 1000
         init_ms = self.init_duration_ms if invocation is self._cold else None
