@@ -3,14 +3,13 @@ process's resource usage, to tell a leak from noise."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, settings
-from support import generic_sandboxes_settled
+from support import fd_targets, generic_sandboxes_settled
 
 # SANDBOX_FUZZ_EXAMPLES scales every fuzzing test: the defaults keep CI bounded, a larger value
 # (e.g. 500) is a longer hunt: `SANDBOX_FUZZ_EXAMPLES=500 scripts/test tests/test_fuzz_*.py`.
@@ -89,15 +88,6 @@ def usage(pid: int) -> tuple[int, int]:
         if line.startswith("VmRSS:")
     )
     return fds, rss
-
-
-def fd_targets(pid: int) -> dict[str, str]:
-    """What each open descriptor of a process is (a file's path, socket:[inode], pipe:[inode], ...)."""
-    targets = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):  # closed since the listing
-            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
-    return targets
 
 
 def describe_fds(pid: int, before: dict[str, str]) -> str:

@@ -60,6 +60,15 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
         time.sleep(0.05)
 
 
+def fd_targets(pid: int) -> dict[str, str]:
+    """What each open descriptor of a process is (a file's path, socket:[inode], pipe:[inode], ...)."""
+    targets = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed since the listing
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    return targets
+
+
 def wait_for_function(client, waiter: str, name: str) -> None:
     """boto3's `waiter` (function_active_v2, function_updated_v2, ...) for function `name`; when it ends
     in Failed, the failure says why (the function's state reasons, which the waiter's message leaves out)."""
