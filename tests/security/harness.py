@@ -193,6 +193,7 @@ class PidsWatch:
         self.peak = 0
         self.refused = 0
         self.samples = 0
+        self.limited_at: float | None = None  # time.monotonic() of the first sample with a refused fork
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -209,8 +210,15 @@ class PidsWatch:
                 max(self.refused, refused),
                 self.samples + 1,
             )
+            if refused and self.limited_at is None:
+                self.limited_at = time.monotonic()
             self._stop.wait(0.01)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    def at_the_limit(self, started: list[float]) -> int:
+        """How many of the checks started at `started` (monotonic times, each while the group still existed)
+        began once the bomb had reached its limit: what shows the host unharmed while it was at its worst."""
+        return 0 if self.limited_at is None else sum(1 for at in started if at >= self.limited_at)

@@ -41,18 +41,21 @@ def test_fork_bomb_is_bounded(service):
     still fork and the service still answers meanwhile, and the timeout (or an OOM) kills it all."""
     with running(service, "fork-bomb", new_tag("fork")) as run:
         watch = PidsWatch(cgroup_parents(service)["pids"] / run.group)
-        checks = 0
+        checks: list[float] = []  # when each host check began
         while not run.future.done() and watch.group.exists():
+            checks.append(time.monotonic())
             assert subprocess.run(["true"], timeout=5).returncode == 0
             assert service.health()["status"] == "healthy"
-            checks += 1
             time.sleep(0.05)
         response, result = run.future.result()
         watch.stop()
     assert result["errorType"] in ("Sandbox.Timedout", "Runtime.OutOfMemory"), result
     assert response["elapsed"] < 8
-    # pids.events: forks the limit refused (the bomb reaches the limit in about 0.3 s on a quiet machine).
-    assert checks >= 3 and watch.refused > 0, (checks, watch.samples, watch.refused, watch.peak, result)
+    # pids.events: forks the limit refused (the bomb reaches the limit in about 0.3 s on a quiet machine). At
+    # least one check began after that and passed: a fork of the host's and a /health, each within 5 s. (How
+    # many fit in the bomb's 3 s depends on the machine's other load: about 55 alone, 2 in a busy CI run.)
+    during = watch.at_the_limit(checks)
+    assert watch.refused > 0 and during >= 1, (len(checks), during, watch.samples, watch.refused, watch.peak, result)
     assert 100 < watch.peak <= PIDS_MAX, watch.peak
     assert_sandbox_gone(service, run.uid)
     assert_unharmed(service)
