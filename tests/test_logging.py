@@ -86,6 +86,23 @@ def test_every_line_of_an_invocation_carries_its_request_id(service, name, event
         assert [e["event"] for e in events if e["event"].startswith("line ")] == ["line 0", "line 1", "line 2"]
 
 
+def test_output_written_just_before_each_answer_stays_with_its_invocation(service):
+    """Back-to-back invokes of one warm environment, each printing right before it answers (the answer goes
+    out before the service reads what is left of that output in the pipe, and the next invocation may begin
+    first): every line is logged once, in order, under the request id of the invocation that printed it."""
+    client = service.client()
+    invoke(client, "logs", {"lines": 1})  # warm
+    rounds, lines = 100, 20
+    ids, events = logged_by(
+        service,
+        lambda: [request_id(invoke(client, "logs", {"lines": lines, "prefix": f"burst{k}"})[0]) for k in range(rounds)],
+    )
+    for k, rid in enumerate(ids):
+        mine = [e for e in events if e["event"].startswith(f"burst{k} ")]
+        assert [e["event"] for e in mine] == [f"burst{k} {i}" for i in range(lines)], (k, mine)
+        assert {e.get("request_id") for e in mine} == {rid}, (k, rid, mine)
+
+
 def event_logged_until(service: ServiceProcess, name: str, last: str) -> tuple[dict, list[dict]]:
     """An Event invocation of `name` (its 202) and the lines logged until `last` is and the log is quiet."""
 

@@ -60,8 +60,9 @@ def big(event, context):
 
 
 def logs(event, context):
+    prefix = event.get("prefix", "line")
     for i in range(event.get("lines", 3)):
-        print(f"line {i}")
+        print(f"{prefix} {i}")
     print("to stderr", file=sys.stderr)
     return "logged"
 
