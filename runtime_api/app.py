@@ -108,10 +108,13 @@ class InvokeFastPath:
     async def answer(
         self, function_name: str, query: bytes, headers: dict[str, str], body: bytes | AsyncIterator[bytes]
     ) -> Response:
-        """Invoke's answer, errors included; `headers` by lower-case name. Also the service's HTTP protocol's
-        (`http_protocol`), which takes small Invoke requests off the ASGI path. Each call runs in a task
-        of its own (uvicorn's, or the protocol's), where the request id is bound for the log."""
-        call = _call(function_name, query, headers, body)
+        """Invoke's answer, errors included; `headers` by lower-case name. Runs in a task of its own
+        (uvicorn's), where the request id is bound for the log."""
+        return await self.answer_call(_call(function_name, query, headers, body))
+
+    async def answer_call(self, call: InvokeCall) -> Response:
+        """`answer` for a call already made (its request id bound): also the service's HTTP protocol's,
+        in a task of its own, for what `start` could not answer without waiting."""
         try:
             return await invoke_call(self._service, self.state.events, call)
         except _ClientGone:
@@ -121,15 +124,18 @@ class InvokeFastPath:
 
     def start(
         self, function_name: str, query: bytes, headers: dict[str, str], body: bytes
-    ) -> Invocation | Response | None:
+    ) -> Invocation | Response | InvokeCall:
         """`answer` as far as it goes without waiting (`invoke.start_invoke`), for the service's HTTP
-        protocol: the answer now, or the invocation whose result `finished` answers; None when `answer`
-        has to. Binds the request id in the current context, as `answer` does in its task."""
+        protocol (`http_protocol`), which takes small Invoke requests off the ASGI path: the answer now,
+        or the invocation whose result `finished` answers; the call itself when `answer_call` has to
+        answer it (an Event, a function being reloaded), under the same request id. Binds the request id
+        in the current context, as `answer` does in its task."""
         call = _call(function_name, query, headers, body)
         try:
-            return start_invoke(self._service, call)
+            started = start_invoke(self._service, call)
         except Exception as exc:
             return _failed(call, exc)
+        return call if started is None else started
 
     @staticmethod
     def finished(invocation: Invocation) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
