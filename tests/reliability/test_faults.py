@@ -69,7 +69,7 @@ def footprint(service: ServiceProcess) -> tuple[int, int, int]:
         fds, last = last, fd_targets(service.proc.pid)
         return (live, len(uids), len(fds)) if live == len(uids) and fds == last else None
 
-    return wait_for(settled, 10, "every sandbox to belong to a live environment")  # type: ignore[return-value]
+    return wait_for(settled, 10, "the sandboxes, environments and descriptors to settle")  # type: ignore[return-value]
 
 
 def healthy(client) -> dict:
