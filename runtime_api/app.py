@@ -23,8 +23,10 @@ from .events import EventQueue
 from .heartbeat import Heartbeat
 from .invocation import Invocation, new_request_id
 from .invoke import (
+    Deferred,
     InvokeCall,
     answer_headers,
+    finish_invoke,
     first_headers,
     invoke,
     invoke_async,
@@ -110,11 +112,7 @@ class InvokeFastPath:
     ) -> Response:
         """Invoke's answer, errors included; `headers` by lower-case name. Runs in a task of its own
         (uvicorn's), where the request id is bound for the log."""
-        return await self.answer_call(_call(function_name, query, headers, body))
-
-    async def answer_call(self, call: InvokeCall) -> Response:
-        """`answer` for a call already made (its request id bound): also the service's HTTP protocol's,
-        in a task of its own, for what `start` could not answer without waiting."""
+        call = _call(function_name, query, headers, body)
         try:
             return await invoke_call(self._service, self.state.events, call)
         except _ClientGone:
@@ -124,18 +122,24 @@ class InvokeFastPath:
 
     def start(
         self, function_name: str, query: bytes, headers: dict[str, str], body: bytes
-    ) -> Invocation | Response | InvokeCall:
+    ) -> Invocation | Response | Deferred:
         """`answer` as far as it goes without waiting (`invoke.start_invoke`), for the service's HTTP
         protocol (`http_protocol`), which takes small Invoke requests off the ASGI path: the answer now,
-        or the invocation whose result `finished` answers; the call itself when `answer_call` has to
-        answer it (an Event, a function being reloaded), under the same request id. Binds the request id
-        in the current context, as `answer` does in its task."""
+        or the invocation whose result `finished` answers; `Deferred` (an Event, a function being
+        reloaded) for `answer_deferred`, in a task. Binds the request id in the current context, as
+        `answer` does in its task."""
         call = _call(function_name, query, headers, body)
         try:
-            started = start_invoke(self._service, call)
+            return start_invoke(self._service, call)
         except Exception as exc:
             return _failed(call, exc)
-        return call if started is None else started
+
+    async def answer_deferred(self, deferred: Deferred) -> Response:
+        """The answer to what `start` made but could not hand over without waiting, errors included."""
+        try:
+            return await finish_invoke(self._service, self.state.events, deferred)
+        except Exception as exc:
+            return _failed(deferred.invocation, exc)
 
     @staticmethod
     def finished(invocation: Invocation) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -11,7 +11,7 @@ callback (`InvokeFastPath.start`): checked, handed to its pool and, when a warm 
 the result is set (`Invocation.on_result`), or from the future's callback for an error or a
 cancellation: the same answer as the ASGI route, status line, headers and body in one write, with
 the headers uvicorn would have written. What has to wait first (an Event, stored before its 202; a
-function whose code is being reloaded) gets a task of its own, through `InvokeFastPath.answer_call`.
+function whose code is being reloaded) gets a task of its own, through `InvokeFastPath.answer_deferred`.
 
 Everything else (other routes, large or chunked bodies, `Expect: 100-continue`, pipelined requests)
 is uvicorn's own handling, unchanged: keep-alive, flow control, graceful shutdown and the
@@ -31,7 +31,7 @@ from starlette.responses import Response
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from .invoke import InvokeCall, first_headers, invoke_path_function
+from .invoke import Deferred, first_headers, invoke_path_function
 from .logs import get_logger
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class InvokeHttpProtocol(HttpToolsProtocol):
     def _start(self, pending: _Pending, context: contextvars.Context) -> None:
         headers = first_headers(pending.headers)
         started = self.invoke_app.start(pending.function_name, pending.query, headers, bytes(pending.body))
-        if isinstance(started, InvokeCall):  # it has to wait for something first: a task of its own
+        if isinstance(started, Deferred):  # it has to wait for something first: a task of its own
             self._track(self.loop.create_task(self._answer(pending, started)))
         elif isinstance(started, Response):  # after this parsing callback, as uvicorn would answer
             self.loop.call_soon(self._respond_with, pending, started, context=context)
@@ -149,9 +149,9 @@ class InvokeHttpProtocol(HttpToolsProtocol):
             return
         self._respond(pending, *self.invoke_app.finished(invocation))
 
-    async def _answer(self, pending: _Pending, call: InvokeCall) -> None:
+    async def _answer(self, pending: _Pending, deferred: Deferred) -> None:
         try:
-            response = await self.invoke_app.answer_call(call)
+            response = await self.invoke_app.answer_deferred(deferred)
         except asyncio.CancelledError:  # shutting down, past its deadline: the connection closes, as uvicorn's
             self.transport.close()
             raise

@@ -8,7 +8,7 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 from starlette.requests import Request
@@ -151,28 +151,42 @@ async def invoke_call(service: Service, events: EventQueue, call: InvokeCall) ->
     invocation_type, _, invocation = await _requested(service, call, _INVOCATION_TYPES)
     if invocation is None:
         return _dry_run(call.request_id)
-    if invocation_type == "Event":
+    return await finish_invoke(service, events, Deferred(invocation_type, invocation))
+
+
+class Deferred(NamedTuple):
+    """An invocation `start_invoke` made but could not hand over without waiting: an Event (stored
+    before its 202), or one whose function's code is being reloaded. `finish_invoke` answers it."""
+
+    invocation_type: str
+    invocation: Invocation
+
+
+async def finish_invoke(service: Service, events: EventQueue, deferred: Deferred) -> Response:
+    """The rest of `invoke_call` once its Invocation is made: an Event stored, else run and answered."""
+    invocation = deferred.invocation
+    if deferred.invocation_type == "Event":
         service.pool_for(invocation.function)  # an unrunnable function fails now, not in the background
         await events.submit(invocation)  # stored before the 202
         return Response(status_code=202, headers={"x-amzn-RequestId": invocation.request_id})
     return invoke_answer(invocation, await service.invoke(invocation))
 
 
-def start_invoke(service: Service, call: InvokeCall) -> Invocation | Response | None:
+def start_invoke(service: Service, call: InvokeCall) -> Invocation | Response | Deferred:
     """`invoke_call` for a whole body, as far as it goes without waiting: the answer when it is known
     at once (DryRun), or the RequestResponse invocation handed to its pool (`answer_headers` renders
-    its result); None when Invoke has to wait (an Event is stored before its 202; a function whose
-    code is being reloaded): `invoke_call` answers it then. Errors raise, as from `invoke_call`."""
+    its result); `Deferred` when Invoke has to wait first (`finish_invoke` answers it then). Errors
+    raise, as from `invoke_call`."""
     assert isinstance(call.body, bytes)
     asked = _Asked(service, call, _INVOCATION_TYPES)
-    if asked.invocation_type == "Event":
-        return None
     invocation = asked.invocation(
         call, _whole_payload(call.headers.get("content-length"), call.body, asked.invocation_type)
     )
     if invocation is None:
         return _dry_run(call.request_id)
-    return invocation if service.begin_invoke(invocation) else None
+    if asked.invocation_type == "Event" or not service.begin_invoke(invocation):
+        return Deferred(asked.invocation_type, invocation)
+    return invocation
 
 
 def invoke_answer(invocation: Invocation, result: InvocationResult) -> Response:
