@@ -728,9 +728,11 @@ class Service:
         if (exc := future.exception()) is not None:  # refused after all: its queue wait ran out, ...
             self._refused(invocation, exc)
             return
-        # Counted once the caller's answer is out: the service's HTTP protocol wrote it when the
-        # result was set; a waiting task's callback was added after this one, so queue the count.
-        asyncio.get_running_loop().call_soon(self._counted, invocation, future.result())
+        # Counted here, before the loop reads anything more, so that an invocation is recorded before
+        # whatever its caller sends once it has the answer (the status page lists them in that order).
+        # On the warm path the answer is out already: the service's HTTP protocol wrote it when the
+        # result was set; a task awaiting the future (the ASGI route) is woken right after this.
+        self._counted(invocation, future.result())
 
     def _refused(self, invocation: Invocation, exc: BaseException) -> None:
         outcome = "throttled" if isinstance(exc, TooManyRequestsException) else "service_error"
