@@ -24,6 +24,10 @@ modules such as `email` in sys.modules, shadowing the function's own modules of 
   checks that the server has not closed it meanwhile (a server's keep-alive timeout); a connection
   used just before (the event's answer, moments ago) is used as is. Either way a connection found
   dead before any byte of the answer arrived is retried once on a fresh one.
+- The service's own answers are recognised whole rather than parsed line by line: its `202`
+  (`ACCEPTED`) and the head of an event without optional headers (`_SERVICE_EVENT_HEAD`, one
+  regular expression). On a warm invoke that parsing was a measurable share of the runtime's time
+  (docs/performance.md); any other answer, from any server, takes the general parser.
 - Sockets come from `_socket`, the C module under `socket`: importing `socket.py` itself (its enums,
   `selectors`) costs about 2 ms of a cold start, and none of it is needed here. The socket class and
   `getaddrinfo` are bound at import, so what gevent and the like patch later (`socket.socket`,
@@ -34,6 +38,7 @@ modules such as `email` in sys.modules, shadowing the function's own modules of 
 from __future__ import annotations
 
 import _socket
+import re
 import sys
 from time import monotonic as _monotonic
 
@@ -58,6 +63,17 @@ _ONE_WRITE = 64 * 1024  # bodies up to this size go in the same sendall as the h
 ACCEPTED_BODY = b'{"status":"OK"}\n'
 ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n" + ACCEPTED_BODY
 _ACCEPTED_HEADERS = {"content-type": "application/json", "content-length": "16"}
+# An event's head as our service writes it when the event has no optional header (client context,
+# Cognito identity, tenant): values of printable ASCII without spaces, as the general parser would
+# read them. `json` imports `re` anyway, so this costs no import.
+_SERVICE_EVENT_HEAD = re.compile(
+    rb"HTTP/1\.1 200 OK\r\nContent-Type: application/json\r\n"
+    rb"Lambda-Runtime-Aws-Request-Id: ([!-~]+)\r\n"
+    rb"Lambda-Runtime-Deadline-Ms: ([0-9]+)\r\n"
+    rb"Lambda-Runtime-Invoked-Function-Arn: ([!-~]*)\r\n"
+    rb"Lambda-Runtime-Trace-Id: ([!-~]*)\r\n"
+    rb"Content-Length: ([0-9]{1,10})\r\n\r\n"
+)
 _RECV = 64 * 1024
 _HEX = b"0123456789abcdefABCDEF"
 _NO_BODY = (204, 304)
@@ -276,6 +292,10 @@ class _Reader:
 
     def response(self) -> tuple[int, dict[str, str], bytes, bool]:
         """(status, headers, body, whether the connection can carry another request)."""
+        event = _SERVICE_EVENT_HEAD.match(self.buffer)
+        return self._parsed() if event is None else self._service_event(event)
+
+    def _parsed(self) -> tuple[int, dict[str, str], bytes, bool]:
         version, status, headers = self._head()
         while 100 <= status < 200:  # interim responses (100 Continue and the like) have no body
             version, status, headers = self._head()
@@ -298,6 +318,23 @@ class _Reader:
             body = self._until_closed()
             keep_open = False
         return status, headers, body, keep_open
+
+    def _service_event(self, head: re.Match[bytes]) -> tuple[int, dict[str, str], bytes, bool]:
+        """The response whose head `_SERVICE_EVENT_HEAD` matched: what `_head` and the Content-Length
+        framing would make of it."""
+        request_id, deadline, arn, trace_id, length = head.groups()
+        if int(length) > MAX_BODY:
+            raise MalformedResponse(f"bad Content-Length {length.decode()!r}")
+        self.buffer = self.buffer[head.end() :]
+        headers = {
+            "content-type": "application/json",
+            "lambda-runtime-aws-request-id": request_id.decode(),
+            "lambda-runtime-deadline-ms": deadline.decode(),
+            "lambda-runtime-invoked-function-arn": arn.decode(),
+            "lambda-runtime-trace-id": trace_id.decode(),
+            "content-length": length.decode(),
+        }
+        return 200, headers, self._exact(int(length)), True
 
     def _head(self) -> tuple[str, int, dict[str, str]]:
         buffer, start = self.buffer, 0

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from test_bootstrap import INTERPRETERS, Event, FakeRuntimeAPI
 
 from bootstrap import client as client_module
@@ -707,6 +709,85 @@ def test_the_202_the_bootstrap_recognises_is_the_one_the_service_writes() -> Non
     from runtime_api.runtime import _ACCEPTED, _render
 
     assert _render(202, _ACCEPTED) == client_module.ACCEPTED  # else every warm invoke parses it again
+
+
+class _NoMoreBytes:
+    """A socket with nothing more to read: a reader works on what it was given."""
+
+    def recv(self, size: int) -> bytes:
+        return b""
+
+    def recv_into(self, buffer: memoryview) -> int:
+        return 0
+
+
+def _both_ways(data: bytes) -> tuple[object, object]:
+    """What `response()` makes of `data` (the response and the bytes left after it, or the error), and
+    what the general parser alone makes of it."""
+
+    def outcome(read: Callable[[], tuple[object, ...]], reader: client_module._Reader) -> object:
+        try:
+            return (*read(), reader.buffer)
+        except client_module.MalformedResponse as exc:
+            return str(exc)
+
+    reader, parser = (client_module._Reader(_NoMoreBytes(), data) for _ in range(2))  # type: ignore[arg-type]
+    return outcome(reader.response, reader), outcome(parser._parsed, parser)
+
+
+async def test_the_event_head_the_bootstrap_recognises_is_the_one_the_service_writes() -> None:
+    from runtime_api.invocation import Invocation
+    from runtime_api.runtime import _render_event
+
+    function = type("F", (), {"arn": "arn:aws:lambda:us-east-1:123456789012:function:f"})()
+    invocation = Invocation(function=function, payload=b'{"n":1}', request_id="8476a536-e9f4-11e8-9739-2dfe598c3fcd")  # type: ignore[arg-type]
+    invocation.deadline_ms = 1542409706888
+    data = _render_event(invocation)
+    assert client_module._SERVICE_EVENT_HEAD.match(data) is not None  # else every warm invoke parses it again
+    fast, parsed = _both_ways(data)
+    assert fast == parsed
+    assert fast[1]["lambda-runtime-trace-id"] == invocation.trace_id  # type: ignore[index]
+
+    invocation.client_context = '{"custom": {"a": 1}}'  # an optional header: the general parser reads it
+    data = _render_event(invocation)
+    assert client_module._SERVICE_EVENT_HEAD.match(data) is None
+    assert _both_ways(data)[0][1]["lambda-runtime-client-context"] == invocation.client_context  # type: ignore[index]
+
+
+_HEADER_VALUES = st.from_regex(r"[!-~]{0,12}", fullmatch=True) | st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=12
+)
+
+
+@given(
+    request_id=_HEADER_VALUES,
+    deadline=st.integers(0, 10**13).map(str) | _HEADER_VALUES,
+    arn=_HEADER_VALUES,
+    trace_id=_HEADER_VALUES,
+    body=st.binary(max_size=20),
+    length_delta=st.sampled_from([0, 0, 1, -1]),
+    after=st.sampled_from([b"", b"HTTP/1.1 202 Accepted\r\n"]),
+)
+@example(request_id="r-1", deadline="1", arn="", trace_id="", body=b"{}", length_delta=0, after=b"")
+@example(request_id="r-1", deadline="1", arn="a", trace_id="t", body=b"", length_delta=0, after=b"")
+def test_a_recognised_event_head_reads_as_the_general_parser_reads_it(
+    request_id: str, deadline: str, arn: str, trace_id: str, body: bytes, length_delta: int, after: bytes
+) -> None:
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        f"Lambda-Runtime-Aws-Request-Id: {request_id}\r\n"
+        f"Lambda-Runtime-Deadline-Ms: {deadline}\r\n"
+        f"Lambda-Runtime-Invoked-Function-Arn: {arn}\r\n"
+        f"Lambda-Runtime-Trace-Id: {trace_id}\r\n"
+        f"Content-Length: {max(0, len(body) + length_delta)}\r\n\r\n"
+    ).encode("latin-1")
+    data = head + body + after
+    recognised = all(value.isascii() and value.isprintable() and " " not in value for value in (arn, trace_id))
+    recognised = recognised and request_id.isascii() and request_id.isprintable() and " " not in request_id
+    if recognised and request_id and deadline.isascii() and deadline.isdigit():
+        assert client_module._SERVICE_EVENT_HEAD.match(data) is not None
+    fast, parsed = _both_ways(data)
+    assert fast == parsed
 
 
 def test_a_prefetched_next_whose_connection_drops_is_asked_again(serve) -> None:
