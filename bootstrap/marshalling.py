@@ -11,6 +11,13 @@
 The C encoder does all the work unless a Decimal (or a bytes key) turns up; only then is the value
 encoded again by a small pure-Python encoder that can write raw numbers. `decimal` itself is never
 imported here: a Decimal can only exist if the function imported it.
+
+Both directions call the C code directly on a warm invoke: the encoder `json.JSONEncoder.encode`
+would make anew for every value is made once (and checked against `encode` at start, falling back
+to `encode` if this Python's differs), and an event that is UTF-8 text holding one JSON value from
+its first character to its last is scanned in one call, without `json.loads`'s encoding detection
+and whitespace handling in Python. Anything else goes through `json.loads`, which also words the
+error. On a warm invoke this about halves the time the runtime spends on JSON (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -45,11 +52,20 @@ class JsonCodec:
         self.ensure_ascii = ensure_ascii
         self._fast = json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=True, default=_default_fast)
         self._string = encode_basestring_ascii if ensure_ascii else encode_basestring
+        self._markers: dict[int, Any] = {}  # the containers the made encoder is inside (circular references)
+        self._made = _made_encoder(self._fast, self._string, self._markers)
+        self._scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
     def dumps(self, obj: Any) -> str:
         """JSON text for `obj`; raises TypeError/ValueError like `json.dumps` for what it cannot encode."""
         try:
-            return self._fast.encode(obj)
+            if self._made is None:
+                return self._fast.encode(obj)
+            try:
+                return "".join(self._made(obj, 0))
+            except BaseException:
+                self._markers.clear()  # what the encoder was inside when it stopped
+                raise
         except (_DecimalFound, TypeError):  # a TypeError may be a bytes key, which only the slow path takes
             chunks: list[str] = []
             self._encode(obj, chunks, set())  # raises the same TypeError if `obj` has no JSON form
@@ -58,6 +74,13 @@ class JsonCodec:
     def unmarshal_event(self, body: bytes, content_type: str | None) -> Any:
         if content_type != "application/json":
             return body
+        try:
+            text = body.decode("utf-8")
+            value, end = self._scan(text, 0)
+            if end == len(text):
+                return value
+        except Exception:  # not the common case: json.loads decides, and words the error
+            pass
         try:
             return json.loads(body)
         except Exception as exc:
@@ -119,6 +142,25 @@ class JsonCodec:
             out.append("NaN" if o.is_nan() else str(o))
         else:
             raise _not_serializable(o)
+
+
+def _made_encoder(encoder: json.JSONEncoder, string: Any, markers: dict[int, Any]) -> Any:
+    """The C encoder `encoder.encode` makes for each value (json.encoder.JSONEncoder.iterencode), made
+    once; None without one, or if this Python's takes other arguments or encodes differently."""
+    try:
+        from json.encoder import c_make_encoder  # type: ignore[attr-defined]
+
+        made = c_make_encoder(
+            markers, encoder.default, string, None, encoder.key_separator, encoder.item_separator,
+            False, False, True,
+        )  # fmt: skip
+        sample = {"text": ["\u00e9\u2603\n", 1, -2.5, float("inf"), None, True, False], "": {}, "n": b"bytes"}
+        if "".join(made(sample, 0)) == encoder.encode(sample) and not markers:
+            return made
+    except Exception:
+        pass
+    markers.clear()
+    return None
 
 
 def _default_fast(obj: Any) -> Any:

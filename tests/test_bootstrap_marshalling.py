@@ -8,7 +8,10 @@ from collections import OrderedDict
 from decimal import Decimal
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from bootstrap import marshalling
 from bootstrap.errors import FaultError
 from bootstrap.marshalling import JsonCodec, ensure_ascii_for
 
@@ -193,3 +196,73 @@ def test_error_payload_with_lone_surrogate_stays_valid_utf8() -> None:
     body = unicode_codec.encode_error({"errorMessage": "bad \ud800", "errorType": "X"})
     assert json.loads(body) == {"errorMessage": "bad \ud800", "errorType": "X"}
     assert unicode_codec.encode_error({"errorMessage": "é"}) == '{"errorMessage": "é"}'.encode()
+
+
+# -- the C code called directly: the same results as json.JSONEncoder.encode and json.loads ----------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES, st.booleans())
+def test_encoding_matches_the_standard_encoder(value: object, ensure_ascii: bool) -> None:
+    made = JsonCodec(ensure_ascii)
+    assert made._made is not None  # the direct call is in use on this Python
+    assert made.dumps(value) == json.JSONEncoder(ensure_ascii=ensure_ascii).encode(value)
+
+
+def test_an_encoding_that_stopped_half_way_leaves_nothing_behind() -> None:
+    value = {"a": [Decimal("1.50")]}  # the C encoder stops inside both containers; the slow path goes on
+    assert codec.dumps(value) == codec.dumps(value) == '{"a": [1.50]}'
+    loop: list[object] = []
+    loop.append(loop)
+    _marshal_error(loop)
+    assert codec.dumps([loop[:0], value]) == '[[], {"a": [1.50]}]'
+
+
+def test_a_python_without_the_c_encoder_encodes_through_json(monkeypatch) -> None:
+    monkeypatch.setattr("json.encoder.c_make_encoder", None)  # as json.encoder sets it without _json
+    other = JsonCodec()
+    assert other._made is None
+    assert other.dumps({"a": [1, Decimal("2.5")]}) == '{"a": [1, 2.5]}'
+
+
+@given(JSON_VALUES.filter(lambda v: not isinstance(v, float) or v == v))
+@example(1.5)
+def test_decoding_matches_json_loads(value: object) -> None:
+    body = json.dumps(value).encode()
+    assert codec.unmarshal_event(body, "application/json") == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b' {"a": 1}\n',  # whitespace around the value
+        b'\xef\xbb\xbf{"a": "\xc3\xa9"}',  # a UTF-8 byte order mark
+        '{"a": "é"}'.encode("utf-16"),  # another encoding json.loads detects
+        '[1, "\u2603"]'.encode("utf-32-le"),
+        b'"\xed\xa0\x80"',  # an encoded lone surrogate, which json.loads lets through
+        b"1",
+        b'"text"',
+    ],
+)
+def test_events_outside_the_common_case_decode_as_json_loads_does(body: bytes) -> None:
+    assert codec.unmarshal_event(body, "application/json") == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [b'{"a": 1} {"b": 2}', b"[1,", b"\x00", b'{"a": "\x00"}', b"nul"])
+def test_invalid_events_get_json_loads_words(body: bytes) -> None:
+    with pytest.raises(FaultError) as info:
+        codec.unmarshal_event(body, "application/json")
+    with pytest.raises(ValueError) as loads:
+        json.loads(body)
+    assert info.value.message == f"Unable to unmarshal input: {loads.value}"
+
+
+def test_the_made_encoder_is_checked_against_encode_at_start() -> None:
+    encoder = json.JSONEncoder(default=marshalling._default_fast)
+    assert marshalling._made_encoder(encoder, json.encoder.encode_basestring_ascii, {}) is not None
+    assert marshalling._made_encoder(encoder, lambda text: "?", {}) is None  # encodes differently: not used
