@@ -4,9 +4,12 @@
 hold what getenv returned): it keeps every distinct string it was given. A trace id per invocation is about
 140 bytes a warm environment never gets back, 14 MB per 100,000 invocations, until its memory limit kills
 it (docs/performance.md, "Memory and many environments"). putenv(3) instead makes the caller's own string
-the variable, so one buffer per variable, rewritten in place and put again at each change, carries every
-value: Python code sees it in `os.environ`, C code and subprocesses started without `env=` in the process
-environment, as with `os.environ[key] = value`.
+the variable, so one buffer per variable, rewritten in place at each change, carries every value: Python
+code sees it in `os.environ`, C code and subprocesses started without `env=` in the process environment, as
+with `os.environ[key] = value`. The buffer is put again only when the environment may no longer point at it:
+it had to grow, or `os.environ` holds another value than the last one set here (the function set or
+removed the variable through `os.environ`). A function that calls `os.putenv` or `os.unsetenv` for the
+variable itself, bypassing `os.environ`, keeps its own C-level value until it sets it through `os.environ`.
 
 ctypes is imported with this module, at the runtime's start (0.36 MB, 1-4 ms here): a generic sandbox's
 preload does it before any function is known, and no invocation waits for it. (Imported later, after the
@@ -27,7 +30,19 @@ try:
     _putenv: Any = ctypes.CDLL(None).putenv
 except (ImportError, OSError, AttributeError):  # no ctypes or no C library: os.environ it is
     _putenv = None
-_buffers: dict[str, Any] = {}  # key -> the ctypes buffer the process environment points to; never freed early
+
+
+class _Variable:
+    """The buffer the process environment points at for a variable, and the value `os.environ` got."""
+
+    __slots__ = ("buffer", "value")
+
+    def __init__(self, buffer: Any) -> None:
+        self.buffer = buffer  # never freed while the environment may point at it
+        self.value = b""
+
+
+_variables: dict[str, _Variable] = {}
 
 
 def set_variable(key: str, value: str | None) -> None:
@@ -40,13 +55,20 @@ def set_variable(key: str, value: str | None) -> None:
         os.environ[key] = value
         return
     environ: Any = os.environ
-    entry = environ.encodekey(key) + b"=" + environ.encodevalue(value)
-    buffer = _buffers.get(key)
-    if buffer is None or len(buffer) <= len(entry):
-        buffer = ctypes.create_string_buffer(max(256, 2 * len(entry)))
-    buffer.value = entry
-    if _putenv(buffer) != 0:
+    name, encoded = environ.encodekey(key), environ.encodevalue(value)
+    entry = name + b"=" + encoded
+    variable = _variables.get(key)
+    if variable is None or len(variable.buffer) <= len(entry):
+        variable = _Variable(ctypes.create_string_buffer(max(256, 2 * len(entry))))
+    elif len(variable.value) > 1 and environ._data.get(name) is variable.value:
+        # Still ours, so the environment points at the buffer. (Bytes of length 0 and 1 are shared objects:
+        # another setting of the same short value would look the same.)
+        variable.buffer.value = entry
+        environ._data[name] = variable.value = encoded
+        return
+    variable.buffer.value = entry
+    if _putenv(variable.buffer) != 0:
         os.environ[key] = value
         return
-    _buffers[key] = buffer  # a replaced, smaller buffer is freed only now that the environment points here
-    environ._data[environ.encodekey(key)] = environ.encodevalue(value)
+    _variables[key] = variable  # a replaced, smaller buffer is freed only now that the environment points here
+    environ._data[name] = variable.value = encoded

@@ -48,6 +48,34 @@ def test_python_c_and_subprocesses_see_each_value_and_its_removal() -> None:
     assert KEY not in os.environ and _c_getenv(KEY) is None
 
 
+@pytest.mark.parametrize("how", ["set", "del", "same value", "short values"])
+def test_a_value_the_function_set_through_os_environ_is_replaced_by_the_next(how: str) -> None:
+    first = "x" if how == "short values" else "Root=1-first"
+    set_variable(KEY, first)
+    if how == "del":
+        del os.environ[KEY]
+    else:
+        os.environ[KEY] = first if how in ("same value", "short values") else "set by the function"
+    assert _c_getenv(KEY) != b"Root=1-next"
+    set_variable(KEY, "Root=1-next")
+    assert _c_getenv(KEY) == b"Root=1-next" and os.environ[KEY] == "Root=1-next"
+    assert subprocess.run(["sh", "-c", f"printf %s ${KEY}"], capture_output=True, text=True).stdout == "Root=1-next"
+
+
+def test_the_buffer_is_put_once_and_rewritten_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bootstrap import environ
+
+    put = []
+    real = environ._putenv
+    monkeypatch.setattr(environ, "_putenv", lambda buffer: put.append(buffer) or real(buffer))
+    for index in range(5):
+        set_variable(KEY, f"Root=1-{index}")
+        assert _c_getenv(KEY) == f"Root=1-{index}".encode() and os.environ[KEY] == f"Root=1-{index}"
+    set_variable(KEY, "y" * 10000)  # larger than the buffer: a new one
+    assert _c_getenv(KEY) == b"y" * 10000
+    assert len(put) == 2 and put[1] is not put[0]  # the first value (the variable was removed), and the larger
+
+
 def test_distinct_values_leave_nothing_behind() -> None:
     """os.environ[KEY] = value keeps every distinct value (about 140 bytes each, 2.8 MB for these 20,000)."""
     set_variable(KEY, _trace_id())
