@@ -574,7 +574,8 @@ class Environment:
         if self._extension_output is not None:
             self._extension_output.end_phase(None)
         self._started_at = time.perf_counter()
-        invocation.started.set()
+        if invocation.started is not None:
+            invocation.started.set()
         if invocation is self._cold:
             for output in (self._output, self._extension_output):
                 for line in output.init_log.tail().splitlines(keepends=True) if output is not None else ():

@@ -162,7 +162,7 @@ class InvocationResult:
     init_duration_ms: float | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Invocation:
     function: FunctionSpec
     payload: bytes
@@ -179,7 +179,8 @@ class Invocation:
     future: asyncio.Future[InvocationResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     # InvokeWithResponseStream: the response goes to the caller as it arrives, within its own limit
     stream: ResponseStream | None = None
-    started: asyncio.Event = field(default_factory=asyncio.Event)  # the runtime has fetched it (START)
+    # InvokeWithResponseStream's: set when the runtime has fetched it (START). None otherwise: nobody waits.
+    started: asyncio.Event | None = None
     wants_log_tail: bool = False  # LogType=Tail: the answer carries the log's END and REPORT lines
     # Called in `resolve`, right after the result is set, before anything the result sets off (the
     # future's callbacks run a loop turn later): the service's HTTP protocol writes the answer from it.
@@ -191,6 +192,7 @@ class Invocation:
         if self.stream is not None:
             stream = self.stream
             self.future.add_done_callback(lambda _: stream.close())  # however it ends, the reader ends too
+            self.started = asyncio.Event()
 
     @property
     def response_limit(self) -> int:

@@ -231,6 +231,7 @@ async def invoke_with_response_stream(request: Request) -> Response:
     version = invocation.version
     running = asyncio.ensure_future(service.invoke(invocation))
     running.add_done_callback(_retrieve)  # a caller that went away never awaits it
+    assert invocation.started is not None  # made for every invocation with a stream
     started = asyncio.ensure_future(invocation.started.wait())
     try:
         await asyncio.wait((running, started), return_when=asyncio.FIRST_COMPLETED)
