@@ -576,7 +576,7 @@ class Environment:
         self._started_at = time.perf_counter()
         if invocation.started is not None:
             invocation.started.set()
-        if invocation is self._cold:
+        if invocation is self._cold and invocation.log is not None:
             for output in (self._output, self._extension_output):
                 for line in output.init_log.tail().splitlines(keepends=True) if output is not None else ():
                     invocation.log.append(line)
@@ -617,7 +617,7 @@ class Environment:
                 payload=payload,
                 function_error="Unhandled" if error_type else None,
                 error_type=error_type,
-                log_tail=invocation.log.tail() if wants_tail else b"",
+                log_tail=invocation.log.tail() if invocation.log is not None else b"",
                 duration_ms=duration_ms,
                 init_duration_ms=init_ms,
             )

@@ -175,7 +175,7 @@ class Invocation:
     tenant_id: str | None = None
     deadline_ms: int = 0  # epoch ms, set when the runtime fetches it
     suppressed_init: bool = False  # a second init attempt inside this invocation (after an init timeout)
-    log: LogTail = field(default_factory=LogTail)
+    log: LogTail | None = None  # the log's tail, kept only for LogType=Tail (`wants_log_tail`)
     future: asyncio.Future[InvocationResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     # InvokeWithResponseStream: the response goes to the caller as it arrives, within its own limit
     stream: ResponseStream | None = None
@@ -189,6 +189,8 @@ class Invocation:
     def __post_init__(self) -> None:
         if not self.invoked_arn:
             self.invoked_arn = self.function.arn
+        if self.wants_log_tail:
+            self.log = LogTail()
         if self.stream is not None:
             stream = self.stream
             self.future.add_done_callback(lambda _: stream.close())  # however it ends, the reader ends too

@@ -77,7 +77,8 @@ class FunctionOutput:
 
     def platform_line(self, invocation: Invocation, line: str) -> None:
         """A line of ours (START, END, REPORT, notes) in an invocation's log."""
-        invocation.log.append(line.encode() + b"\n")
+        if invocation.log is not None:
+            invocation.log.append(line.encode() + b"\n")
         self.log(invocation.request_id, line)
 
     def end_phase(self, invocation: Invocation | None) -> None:
@@ -132,7 +133,8 @@ class FunctionOutput:
     def _take(self, data: bytes) -> None:
         invocation = self._running()
         if self._budget <= 0:
-            (invocation.log if invocation is not None else self.init_log).append(data)
+            if (tail := self._tail(invocation)) is not None:
+                tail.append(data)
             self._dropped += len(data)
             return
         self._budget -= len(data)
@@ -144,8 +146,13 @@ class FunctionOutput:
             self._emit(invocation, self._partial[:_MAX_LINE])
             self._partial = self._partial[_MAX_LINE:]
 
+    def _tail(self, invocation: Invocation | None) -> LogTail | None:
+        """Where output goes for a log tail: the invocation's (if it wants one), else the init's."""
+        return invocation.log if invocation is not None else self.init_log
+
     def _emit(self, invocation: Invocation | None, line: bytes) -> None:
-        (invocation.log if invocation is not None else self.init_log).append(line + b"\n")
+        if (tail := self._tail(invocation)) is not None:
+            tail.append(line + b"\n")
         text = line.decode(errors="replace")
         self.log(invocation.request_id if invocation else self.init_request_id, text)
         if self.telemetry is not None:
