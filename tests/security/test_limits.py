@@ -50,10 +50,11 @@ def test_fork_bomb_is_bounded(service):
         response, result = run.future.result()
         watch.stop()
     assert result["errorType"] in ("Sandbox.Timedout", "Runtime.OutOfMemory"), result
-    assert response["elapsed"] < 8
-    # pids.events: forks the limit refused (the bomb reaches the limit in about 0.3 s on a quiet machine). At
-    # least one check began after that and passed: a fork of the host's and a /health, each within 5 s. (How
-    # many fit in the bomb's 3 s depends on the machine's other load: about 55 alone, 2 in a busy CI run.)
+    assert response["elapsed"] < 11
+    # pids.events: forks the limit refused. At least one check began after that and passed: a fork of the
+    # host's and a /health, each within 5 s. The bomb reaches the limit in about 0.3 s on a quiet machine but
+    # took over 2.5 s in a full test run (its CPU share is its memory's), hence its 6 s timeout; how many
+    # checks fit depends on the machine's other load (about 55 in 3 s alone, 2 in a busy CI run).
     during = watch.at_the_limit(checks)
     assert watch.refused > 0 and during >= 1, (len(checks), during, watch.samples, watch.refused, watch.peak, result)
     assert 100 < watch.peak <= PIDS_MAX, watch.peak
