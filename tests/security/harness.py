@@ -43,11 +43,11 @@ NUMBERS = {
 }
 
 
-def module_service(**env: str):
-    """A module-scoped `service` fixture over the security template (plus `env`), stopped at the end of
-    the module; stop() also checks that no sandbox process outlived it."""
+def module_service(name: str = "service", **env: str):
+    """A module-scoped fixture (`service`, unless named otherwise) over the security template (plus `env`),
+    stopped at the end of the module; stop() also checks that no sandbox process outlived it."""
 
-    @pytest.fixture(scope="module")
+    @pytest.fixture(scope="module", name=name)
     def service() -> Iterator[ServiceProcess]:
         running = ServiceProcess(TEMPLATE, env={**SERVICE_ENV, **env})
         yield running
