@@ -36,6 +36,7 @@ from docker_support import DOCKER_HOST, containers_of_service, docker_engine  # 
 from harness import (
     HOST_SECRET,
     NUMBERS,
+    ONE_CPU_LESS,
     SERVICE_ENV,
     TEMPLATE,
     PidsWatch,
@@ -94,6 +95,7 @@ from test_processes import (
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
 service = module_service(SANDBOX_ISOLATION="docker")
+bomb_service = module_service("bomb_service", SANDBOX_ISOLATION="docker", SANDBOX_CPU_QUOTA=ONE_CPU_LESS)
 DOCKER_ENV = {**SERVICE_ENV, "SANDBOX_ISOLATION": "docker"}
 ROLE_LABEL = "sandbox-runtime.role"
 MB = 1024 * 1024
@@ -568,9 +570,10 @@ def test_environment_holds_no_host_secret(service):
 # -- resource abuse: #9-#13 ----------------------------------------------------------------------------------------
 
 
-def test_fork_bomb_is_bounded(service):
+def test_fork_bomb_is_bounded(bomb_service):
     """#9: every process forks forever. The container's pids cgroup caps the tree (forks refused), the host
     can still fork and the service still answers meanwhile, and the timeout (or an OOM) ends it all."""
+    service = bomb_service
     with running(service, "fork-bomb", new_tag("fork")) as run:
         group = run.sandbox.cgroup("pids")
         pids_max = int((group / "pids.max").read_text())
