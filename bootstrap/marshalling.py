@@ -52,7 +52,9 @@ class JsonCodec:
         self.ensure_ascii = ensure_ascii
         self._fast = json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=True, default=_default_fast)
         self._string = encode_basestring_ascii if ensure_ascii else encode_basestring
-        self._markers: dict[int, Any] = {}  # the containers the made encoder is inside (circular references)
+        # The containers the made encoder is inside (circular references). Shared by every call: the
+        # runtime's loop, this codec's only user, encodes one value at a time.
+        self._markers: dict[int, Any] = {}
         self._made = _made_encoder(self._fast, self._string, self._markers)
         self._scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
