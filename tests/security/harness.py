@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +222,18 @@ class PidsWatch:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    def checks_of_the_host(self, service: ServiceProcess, done: Callable[[], bool], fork_timeout: float) -> list[float]:
+        """Check the host again and again until `done()` or the group is gone: a fork + exec within
+        `fork_timeout` seconds, and the service's /health. The monotonic time each check began, for
+        `at_the_limit`."""
+        started: list[float] = []
+        while not done() and self.group.exists():
+            started.append(time.monotonic())
+            assert subprocess.run(["true"], timeout=fork_timeout).returncode == 0
+            assert service.health()["status"] == "healthy"
+            time.sleep(0.05)
+        return started
 
     def at_the_limit(self, started: list[float]) -> int:
         """How many of the checks started at `started` (monotonic times, each while the group still existed)
