@@ -323,7 +323,8 @@ class _Reader:
         """The response whose head `_SERVICE_EVENT_HEAD` matched: what `_head` and the Content-Length
         framing would make of it."""
         request_id, deadline, arn, trace_id, length = head.groups()
-        if int(length) > MAX_BODY:
+        size = int(length)
+        if size > MAX_BODY:
             raise MalformedResponse(f"bad Content-Length {length.decode()!r}")
         self.buffer = self.buffer[head.end() :]
         headers = {
@@ -334,7 +335,7 @@ class _Reader:
             "lambda-runtime-trace-id": trace_id.decode(),
             "content-length": length.decode(),
         }
-        return 200, headers, self._exact(int(length)), True
+        return 200, headers, self._exact(size), True
 
     def _head(self) -> tuple[str, int, dict[str, str]]:
         buffer, start = self.buffer, 0
