@@ -35,6 +35,7 @@ _NEXT = "/2018-06-01/runtime/invocation/next"
 _INIT_ERROR = "/2018-06-01/runtime/init/error"
 _PING = "/2018-06-01/ping"
 _EXTENSION = "/2020-01-01/extension/"
+_EXTENSION_NEXT = "/2020-01-01/extension/event/next"
 _TELEMETRY = ("/2022-07-01/telemetry", "/2022-07-01/telemetry/")
 _LOGS = ("/2020-08-15/logs", "/2020-08-15/logs/")
 _LOGS_STUB = b'{"errorMessage":"Logs API is not supported","errorType":"Logs.NotSupported"}\n'
@@ -88,7 +89,9 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self._request = _Request()
         self._header_bytes = 0
         self._queue: list[_Request] = []
-        self._task: asyncio.Task[None] | None = None
+        # Serving the queue later: after an extension's event/next is answered (a task, which waits for
+        # the event), or after a /next's answer written from another connection's call (`_next_ready`).
+        self._later: asyncio.Task[None] | asyncio.Handle | None = None
         # A /next waiting for work (with the answer held back to go out with it): `_next_ready` answers it.
         self._parked: tuple[_Request, bytes] | None = None
         self._receiving: _Request | None = None  # the request whose body is arriving
@@ -104,14 +107,20 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._close()
+            return
         except httptools.HttpParserError:
             self._write(_render(400, b'{"errorMessage":"Malformed HTTP request","errorType":"BadRequest"}\n'))
             self._close()
+            return
+        # Answered once everything this read brought is parsed: a /response's 202 then goes out with the
+        # event of the /next a pipelining runtime sent after it, in one write.
+        if self._queue and self._later is None and self._parked is None:
+            self._serve_queue()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self._task is not None:
-            self._task.cancel()
+        if self._later is not None:
+            self._later.cancel()
         if self._parked is not None:  # a /next long poll whose runtime went away
             self._parked = None
             self.env.forget_next(self._next_ready)
@@ -175,14 +184,12 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         self._request.keep_alive = self._parser.should_keep_alive()
         self._receiving = None
         self._end_response(self._request)  # at once: a /next on another connection must find it answered
-        self._queue.append(self._request)
-        if self._task is None and self._parked is None:
-            self._task = self._loop.create_task(self._serve_queue())
+        self._queue.append(self._request)  # answered when the read is parsed (`data_received`)
 
     @property
     def _busy(self) -> bool:
         """A request before the one arriving is still being answered."""
-        return self._task is not None or self._parked is not None or bool(self._queue)
+        return self._later is not None or self._parked is not None or bool(self._queue)
 
     # -- response bodies ------------------------------------------------------------------------
 
@@ -234,7 +241,10 @@ class RuntimeAPIProtocol(asyncio.Protocol):
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    async def _serve_queue(self) -> None:
+    def _serve_queue(self) -> None:
+        """Answer the queued requests in order, until one has to wait: a /next for work (`_next_ready`
+        answers it) or an extension's event/next (`_extension_event`)."""
+        self._later = None
         held_back = b""  # a /response's or /error's answer, written with the /next's that follows it
         try:
             while self._queue:
@@ -242,7 +252,10 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                 if request.held is not None:
                     self._open_response(request)  # its turn has come
                     self._end_response(request)
-                answer = await self._handle(request)
+                if request.path == _EXTENSION_NEXT and request.method == "GET":
+                    self._later = self._loop.create_task(self._extension_event(request))
+                    return
+                answer = self._handle(request)
                 if answer is None:  # a /next waiting for work: `_next_ready` answers it, and goes on
                     self._parked, held_back = (request, held_back), b""
                     self.env.wait_next(self._next_ready)
@@ -263,7 +276,6 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                     self._close()  # one that carries on connects again and asks again
                     return
         finally:
-            self._task = None
             if held_back:
                 self._write(held_back)
         receiving = self._receiving
@@ -293,12 +305,12 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             if not request.keep_alive:
                 self._close()
             elif self._queue or (self._receiving is not None and self._receiving.held is not None):
-                self._task = self._loop.create_task(self._serve_queue())
+                self._later = self._loop.call_soon(self._serve_queue)  # not in the call that assigned the work
         except Exception:
             self._failed(request)  # logged; the connection closes, and the invocation runs to its timeout
             self._close()
 
-    async def _handle(self, request: _Request) -> bytes | None:
+    def _handle(self, request: _Request) -> bytes | None:
         """The answer to `request`; None for a /next that has to wait for work (`Environment.wait_next`)."""
         path, method = request.path, request.method
         try:
@@ -336,7 +348,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                 _require(method, "GET")
                 return _render(200, b"pong", b"text/plain; charset=utf-8")
             if path.startswith(_EXTENSION):
-                return await self._extension(request, path[len(_EXTENSION) :])
+                return self._extension(request, path[len(_EXTENSION) :])
             if path in _TELEMETRY:
                 _require(method, "PUT")
                 self.env.subscribe_telemetry(request.headers.get("lambda-extension-identifier"), b"".join(request.body))
@@ -361,7 +373,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         )  # fmt: skip
         return _render_error(RuntimeAPIError(500, "ServiceException", "An internal error occurred"))
 
-    async def _extension(self, request: _Request, action: str) -> bytes:
+    def _extension(self, request: _Request, action: str) -> bytes:
         headers, method = request.headers, request.method
         identifier = headers.get("lambda-extension-identifier")
         if action == "register":
@@ -372,10 +384,8 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                 headers.get("lambda-extension-accept-feature"),
             )
             return _render(200, body, extra=f"Lambda-Extension-Identifier: {new_id}\r\n")
-        if action == "event/next":
-            _require(method, "GET")
-            event = await self.env.extension_next(identifier)
-            return _render(200, orjson.dumps(event), extra=f"Lambda-Extension-Event-Identifier: {uuid.uuid4()}\r\n")
+        if action == "event/next":  # a GET waits for its event: `_extension_event`
+            raise RuntimeAPIError(405, "MethodNotAllowed", "")
         if action in ("init/error", "exit/error"):
             _require(method, "POST")
             self.env.extension_error(
@@ -383,6 +393,26 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             )
             return _render(202, _ACCEPTED)
         raise _not_found()
+
+    async def _extension_event(self, request: _Request) -> None:
+        """An extension's event/next, answered when the environment has an event for it; the requests
+        after it wait their turn."""
+        try:
+            try:
+                event = await self.env.extension_next(request.headers.get("lambda-extension-identifier"))
+                extra = f"Lambda-Extension-Event-Identifier: {uuid.uuid4()}\r\n"
+                answer = _render(200, orjson.dumps(event), extra=extra)
+            except RuntimeAPIError as exc:
+                answer = _render_error(exc)
+            except Exception:
+                answer = self._failed(request)
+        finally:
+            self._later = None
+        self._write(answer)
+        if request.keep_alive:
+            self._serve_queue()
+        else:
+            self._close()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -484,9 +484,8 @@ async def test_a_202_waits_for_the_pipelined_next_and_goes_out_with_its_event():
     assert b'{"status":"OK"}\nHTTP/1.1 200 OK\r\n' in transport.writes[0]
     assert transport.writes[0].endswith(b'{"n":2}')
 
-    # A runtime that waits for the 202 before its /next is answered at once.
+    # A runtime that waits for the 202 before its /next is answered at once: in the call that read it.
     protocol.data_received(post.replace(b"r-1", b"r-2"))
-    await asyncio.sleep(0.01)
     assert transport.writes[-1].startswith(b"HTTP/1.1 202 Accepted\r\n") and len(transport.writes) == 2
 
 
@@ -533,3 +532,52 @@ async def test_a_waiting_next_whose_connection_closes_takes_no_event():
     invocation = Invocation(function=function, payload=b"{}", request_id="r-3")  # type: ignore[arg-type]
     env.assign(invocation)
     assert env.pending == [invocation] and transport.writes == []  # left for a runtime that asks again
+
+
+async def test_requests_pipelined_behind_a_waiting_next_are_answered_after_it():
+    import asyncio
+
+    from runtime_api.invocation import Invocation
+    from runtime_api.runtime import RuntimeAPIProtocol
+
+    env = _Environment()
+    protocol = RuntimeAPIProtocol(env)  # type: ignore[arg-type]
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(
+        b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n\r\n" + b"GET /2018-06-01/ping HTTP/1.1\r\n\r\n"
+    )
+    assert transport.writes == [] and len(env.waiters) == 1  # the ping waits for the /next before it
+    function = type("F", (), {"arn": ARN.format("f")})()
+    env.assign(Invocation(function=function, payload=b"{}", request_id="r-4"))  # type: ignore[arg-type]
+    assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    await asyncio.sleep(0)  # the ping is answered on the loop's next turn, not in the call that assigned the work
+    assert len(transport.writes) == 2 and transport.writes[1].endswith(b"\r\n\r\npong")
+
+
+async def test_requests_pipelined_behind_an_extension_event_next_wait_for_its_event():
+    import asyncio
+
+    from runtime_api.runtime import RuntimeAPIProtocol
+
+    env = _Environment()
+    event: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+
+    async def extension_next(identifier):
+        assert identifier == "ext-1"
+        return await event
+
+    env.extension_next = extension_next  # type: ignore[attr-defined]
+    protocol = RuntimeAPIProtocol(env)  # type: ignore[arg-type]
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    wait = b"GET /2020-01-01/extension/event/next HTTP/1.1\r\nLambda-Extension-Identifier: ext-1\r\n\r\n"
+    protocol.data_received(wait + b"POST /2020-01-01/extension/event/next HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    await asyncio.sleep(0.01)
+    assert transport.writes == []
+    event.set_result({"eventType": "SHUTDOWN"})
+    await asyncio.sleep(0.01)
+    assert len(transport.writes) == 2
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\nLambda-Extension-Event-Identifier: ")
+    assert transport.writes[0].endswith(b'{"eventType":"SHUTDOWN"}')
+    assert transport.writes[1].startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")  # only a GET waits
