@@ -125,6 +125,7 @@ class Telemetry:
     def __init__(self, function_name: str) -> None:
         self.function_name = function_name
         self.subscriptions: dict[str, Subscription] = {}  # by extension name
+        self._subscribed: frozenset[str] = frozenset()  # the categories some subscription takes
         self.connect: Connect | None = None
         self._backlog: list[tuple[str, bytes]] | None = []  # (category, event) until init ends
         self._backlog_size = 0
@@ -133,9 +134,7 @@ class Telemetry:
 
     def wants(self, category: str) -> bool:
         """Whether an event of this category would go anywhere (a subscriber, or the init backlog)."""
-        if self._backlog is not None:
-            return True
-        return any(category in sub.types for sub in self.subscriptions.values())
+        return self._backlog is not None or category in self._subscribed
 
     def subscribe(self, subscription: Subscription) -> None:
         old = self.subscriptions.pop(subscription.name, None)
@@ -145,6 +144,7 @@ class Telemetry:
             if category in subscription.types:
                 self._add(subscription, event)
         self.subscriptions[subscription.name] = subscription
+        self._subscribed = frozenset().union(*(sub.types for sub in self.subscriptions.values()))
         self.emit(
             "platform",
             "platform.telemetrySubscription",
