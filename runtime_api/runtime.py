@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 import httptools
@@ -35,7 +36,6 @@ _NEXT = "/2018-06-01/runtime/invocation/next"
 _INIT_ERROR = "/2018-06-01/runtime/init/error"
 _PING = "/2018-06-01/ping"
 _EXTENSION = "/2020-01-01/extension/"
-_EXTENSION_NEXT = "/2020-01-01/extension/event/next"
 _TELEMETRY = ("/2022-07-01/telemetry", "/2022-07-01/telemetry/")
 _LOGS = ("/2020-08-15/logs", "/2020-08-15/logs/")
 _LOGS_STUB = b'{"errorMessage":"Logs API is not supported","errorType":"Logs.NotSupported"}\n'
@@ -243,7 +243,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
 
     def _serve_queue(self) -> None:
         """Answer the queued requests in order, until one has to wait: a /next for work (`_next_ready`
-        answers it) or an extension's event/next (`_extension_event`)."""
+        answers it) or an extension's event/next (`_answer_later`)."""
         self._later = None
         held_back = b""  # a /response's or /error's answer, written with the /next's that follows it
         try:
@@ -252,13 +252,13 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                 if request.held is not None:
                     self._open_response(request)  # its turn has come
                     self._end_response(request)
-                if request.path == _EXTENSION_NEXT and request.method == "GET":
-                    self._later = self._loop.create_task(self._extension_event(request))
-                    return
                 answer = self._handle(request)
                 if answer is None:  # a /next waiting for work: `_next_ready` answers it, and goes on
                     self._parked, held_back = (request, held_back), b""
                     self.env.wait_next(self._next_ready)
+                    return
+                if not isinstance(answer, bytes):  # an extension's event/next: answered when its event comes
+                    self._later = self._loop.create_task(self._answer_later(request, answer))
                     return
                 answer, held_back = held_back + answer, b""
                 if not request.keep_alive:
@@ -310,8 +310,9 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             self._failed(request)  # logged; the connection closes, and the invocation runs to its timeout
             self._close()
 
-    def _handle(self, request: _Request) -> bytes | None:
-        """The answer to `request`; None for a /next that has to wait for work (`Environment.wait_next`)."""
+    def _handle(self, request: _Request) -> bytes | Coroutine[Any, Any, bytes] | None:
+        """The answer to `request`; None for a /next that has to wait for work (`Environment.wait_next`);
+        for an extension's event/next, what to await for it (`_answer_later`)."""
         path, method = request.path, request.method
         try:
             if path == _NEXT:
@@ -373,7 +374,7 @@ class RuntimeAPIProtocol(asyncio.Protocol):
         )  # fmt: skip
         return _render_error(RuntimeAPIError(500, "ServiceException", "An internal error occurred"))
 
-    def _extension(self, request: _Request, action: str) -> bytes:
+    def _extension(self, request: _Request, action: str) -> bytes | Coroutine[Any, Any, bytes]:
         headers, method = request.headers, request.method
         identifier = headers.get("lambda-extension-identifier")
         if action == "register":
@@ -384,8 +385,9 @@ class RuntimeAPIProtocol(asyncio.Protocol):
                 headers.get("lambda-extension-accept-feature"),
             )
             return _render(200, body, extra=f"Lambda-Extension-Identifier: {new_id}\r\n")
-        if action == "event/next":  # a GET waits for its event: `_extension_event`
-            raise RuntimeAPIError(405, "MethodNotAllowed", "")
+        if action == "event/next":
+            _require(method, "GET")
+            return self._extension_event(identifier)
         if action in ("init/error", "exit/error"):
             _require(method, "POST")
             self.env.extension_error(
@@ -394,14 +396,16 @@ class RuntimeAPIProtocol(asyncio.Protocol):
             return _render(202, _ACCEPTED)
         raise _not_found()
 
-    async def _extension_event(self, request: _Request) -> None:
-        """An extension's event/next, answered when the environment has an event for it; the requests
-        after it wait their turn."""
+    async def _extension_event(self, identifier: str | None) -> bytes:
+        event = await self.env.extension_next(identifier)
+        return _render(200, orjson.dumps(event), extra=f"Lambda-Extension-Event-Identifier: {uuid.uuid4()}\r\n")
+
+    async def _answer_later(self, request: _Request, waiting: Coroutine[Any, Any, bytes]) -> None:
+        """Answer a request that waits (an extension's event/next) once it can be; the requests after it
+        wait their turn."""
         try:
             try:
-                event = await self.env.extension_next(request.headers.get("lambda-extension-identifier"))
-                extra = f"Lambda-Extension-Event-Identifier: {uuid.uuid4()}\r\n"
-                answer = _render(200, orjson.dumps(event), extra=extra)
+                answer = await waiting
             except RuntimeAPIError as exc:
                 answer = _render_error(exc)
             except Exception:
