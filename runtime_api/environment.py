@@ -608,8 +608,7 @@ class Environment:
         if invocation.stream is not None:
             invocation.stream.close()
         ended = (invocation, len(payload), error_type, note, duration_ms, init_ms, extensions_busy)
-        wants_tail = invocation.wants_log_tail
-        lines_first = wants_tail or extensions_busy  # else the answer goes out first (below)
+        lines_first = invocation.wants_log_tail or extensions_busy  # else the answer goes out first (below)
         if lines_first:
             self._log_end(*ended)
         invocation.resolve(
